@@ -1,0 +1,253 @@
+// The compiled configuration: what a Caddyfile (or, later, Docker labels) means, as plain typed
+// data. Produced by config/compile.h, printed by config/adapt_json.h, and turned into a routing
+// snapshot by engine/snapshot.h. No I/O, no Beast, no runtime state here.
+//
+// Strings that may hold Caddy placeholders ({host}, {http.request.header.X}, ...) are kept as
+// written; the engine compiles them once per snapshot.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "util/error.h"
+
+namespace hsp::config {
+
+using Duration = std::chrono::nanoseconds;
+
+// ---------------------------------------------------------------------------------------------
+// Matchers. A MatcherSet matches when every non-empty condition matches (AND); within one
+// condition the listed values are alternatives (OR). A route's `match` list is OR of sets; an
+// empty list matches everything. This is Caddy's model.
+struct PathRegexp {
+  std::string name;     // for {re.NAME.N} placeholders; may be empty
+  std::string pattern;
+};
+
+struct HeaderRegexp {
+  std::string name;
+  std::string field;
+  std::string pattern;
+};
+
+struct MatcherSet {
+  SourceLoc loc;                    // where the matcher was written (named matcher or inline)
+  std::string name;                 // "@api" for a named matcher; empty for inline ones
+  std::vector<std::string> host;    // exact or "*.example.com"
+  std::vector<std::string> path;    // Caddy path globs: "/api/*", "*.php", "/exact"
+  std::vector<PathRegexp> path_regexp;
+  std::vector<std::string> method;  // upper-case
+  // field -> accepted values. An empty list means "field present". A value "*" means any
+  // value; a leading/trailing '*' is a suffix/prefix match as in Caddy. Field "!X" (written
+  // `header !X`) means the field is absent.
+  std::vector<std::pair<std::string, std::vector<std::string>>> header;
+  std::vector<HeaderRegexp> header_regexp;
+  std::vector<std::pair<std::string, std::vector<std::string>>> query;  // key -> values
+  std::vector<std::string> remote_ip;  // CIDR or single IP; "private_ranges" expanded
+  std::vector<std::string> client_ip;
+  std::optional<std::string> protocol;  // "http", "https", "grpc", "http/1.0", "http/1.1", ...
+  std::vector<MatcherSet> not_sets;     // matches only if none of these matches
+
+  bool empty() const;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Header manipulation (the `header` directive, reverse_proxy header_up / header_down).
+struct HeaderOp {
+  enum class Kind {
+    set,        // replace all values with `value`
+    add,        // append a value
+    remove,     // delete field; `field` may end with '*' to delete by prefix
+    replace,    // substring or regex replacement in existing values
+    set_default // set only if absent (Caddy's `?Field`)
+  };
+  Kind kind = Kind::set;
+  std::string field;
+  std::string value;        // set/add/default; for replace: the replacement
+  std::string search;       // replace: substring (when !regex) or regex pattern
+  bool regex = false;
+  SourceLoc loc;
+};
+
+struct HeaderOps {
+  std::vector<HeaderOp> ops;
+  bool deferred = false;  // apply when the response is written (Caddy's `>` and `defer`)
+};
+
+// ---------------------------------------------------------------------------------------------
+// Handlers. A route runs its handlers in order; the first that produces a response ends the
+// request (StaticResponse, ReverseProxy, or a Subroute that did).
+struct StaticResponse {
+  int status = 200;
+  std::string body;  // may hold placeholders
+  std::vector<std::pair<std::string, std::string>> headers;  // e.g. Location for `redir`
+  bool close = false;
+};
+
+struct Headers {
+  HeaderOps request;
+  HeaderOps response;
+};
+
+struct Rewrite {
+  std::string uri;           // `rewrite` target (may hold placeholders); empty: none
+  std::string strip_prefix;  // `uri strip_prefix`, `handle_path`
+  std::string strip_suffix;
+  struct Replace {
+    std::string find;
+    std::string replace;
+    int limit = 0;  // 0: all
+  };
+  std::vector<Replace> uri_substring;      // `uri replace`
+  struct PathRegexpReplace {
+    std::string find;
+    std::string replace;
+  };
+  std::vector<PathRegexpReplace> path_regexp;  // `uri path_regexp`
+};
+
+struct RequestBody {
+  int64_t max_size = -1;  // bytes; -1: unlimited
+};
+
+enum class LbPolicy { random, round_robin, least_conn, first, ip_hash, client_ip_hash, uri_hash,
+                      header, cookie };
+
+struct Upstream {
+  std::string dial;  // "host:port" as written after scheme stripping, e.g. "127.0.0.1:9000"
+  SourceLoc loc;
+};
+
+struct PassiveHealth {
+  Duration fail_duration{0};  // 0: passive checks off
+  int max_fails = 1;
+  std::vector<int> unhealthy_status;  // response codes that count as a failure
+  Duration unhealthy_latency{0};
+  int unhealthy_request_count = 0;    // 0: unlimited concurrent requests per upstream
+};
+
+struct ActiveHealth {
+  std::string uri;            // empty: active checks off
+  std::optional<int> port;    // probe port instead of the upstream's
+  Duration interval{std::chrono::seconds(30)};
+  Duration timeout{std::chrono::seconds(5)};
+  int expect_status = 0;      // 0: any 2xx; otherwise exact code (or 2/3/4/5 for a class: "2xx")
+  std::string expect_body;    // regex; empty: not checked
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+struct HttpTransport {
+  Duration dial_timeout{std::chrono::seconds(3)};
+  Duration response_header_timeout{0};  // 0: none
+  Duration read_timeout{0};
+  Duration write_timeout{0};
+  Duration keepalive_idle{std::chrono::minutes(2)};  // idle upstream conns kept this long
+  int keepalive_idle_conns_per_host = 32;
+  bool keepalive = true;
+  int max_conns_per_host = 0;  // 0: unlimited
+};
+
+struct ReverseProxy {
+  std::vector<Upstream> upstreams;
+  LbPolicy lb_policy = LbPolicy::random;
+  std::string lb_key;                // header field for `header`, cookie name for `cookie`
+  std::string lb_secret;             // cookie: HMAC secret
+  Duration lb_try_duration{0};       // 0: no retries
+  Duration lb_try_interval{std::chrono::milliseconds(250)};
+  HeaderOps header_up;
+  HeaderOps header_down;
+  std::optional<Duration> flush_interval;  // negative: flush every write
+  PassiveHealth passive;
+  ActiveHealth active;
+  HttpTransport transport;
+  std::vector<std::string> trusted_proxies;  // per-handler override; empty: use global
+  SourceLoc loc;
+};
+
+struct Route;
+
+// `handle`, `handle_path`, `route`: an ordered list of routes evaluated as a unit.
+struct Subroute {
+  std::vector<Route> routes;
+};
+
+using Handler = std::variant<StaticResponse, Headers, Rewrite, RequestBody, Subroute, ReverseProxy>;
+
+struct Route {
+  std::vector<MatcherSet> match;  // OR; empty: always
+  std::vector<Handler> handle;
+  // Among consecutive routes with the same non-empty group only the first matching one runs
+  // (mutually exclusive `handle` blocks).
+  std::string group;
+  bool terminal = false;  // stop evaluating later routes after this one ran
+  std::string directive;  // the directive it came from, for adapt output and errors
+  SourceLoc loc;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Sites and servers.
+struct Address {
+  std::string original;   // as written: "http://example.com:8080/api"
+  std::string scheme;     // "http", "https" or "" (unspecified)
+  std::string host;       // lower-case; "" for any host; "*.example.com" for wildcards
+  uint16_t port = 0;      // 0: from scheme / global http_port / https_port
+  std::string path;       // path prefix matcher, e.g. "/api*"; empty: none
+  SourceLoc loc;
+};
+
+struct AccessLog {
+  bool enabled = false;
+  std::string output = "stdout";  // "stdout", "stderr", "discard" or "file"
+  std::string file;               // when output == "file"
+  std::string format = "json";    // only json for now
+  std::string level = "INFO";
+};
+
+struct Site {
+  std::vector<Address> addresses;
+  std::vector<std::string> bind;  // `bind` directive: listen on these host addresses only
+  std::vector<Route> routes;      // already in Caddy's directive order
+  AccessLog log;
+  SourceLoc loc;
+};
+
+// One listening socket and the sites reachable through it.
+struct Server {
+  std::string bind_host;  // "" for all interfaces
+  uint16_t port = 0;
+  bool tls = false;       // TLS termination arrives with the TLS issue; false for now
+  std::vector<size_t> sites;  // indices into Config::sites, in lookup priority order
+};
+
+struct GlobalOptions {
+  bool admin_off = false;      // accepted for Caddy compatibility; there is no admin API
+  bool skip_install_trust = false;
+  bool debug = false;
+  uint16_t http_port = 80;
+  uint16_t https_port = 443;
+  Duration grace_period{std::chrono::seconds(30)};
+  std::vector<std::string> trusted_proxies;  // CIDRs; "private_ranges" expanded
+  std::vector<std::string> order;            // `order X before|after Y` lines, as written
+  std::string email;                         // accepted; used by the ACME issue
+  std::string log_level = "INFO";
+  // Server-wide limits on a request's head (431 / 414 when exceeded).
+  int64_t max_header_bytes = 1 << 20;        // Caddy/Go default: 1 MiB
+  int max_header_count = 100;
+  int64_t max_request_line = 8192;
+  Duration read_header_timeout{std::chrono::seconds(30)};
+  Duration idle_timeout{std::chrono::minutes(5)};
+};
+
+struct Config {
+  GlobalOptions global;
+  std::vector<Site> sites;
+  std::vector<Server> servers;  // derived from sites' addresses; sorted by (port, bind_host)
+};
+
+}  // namespace hsp::config

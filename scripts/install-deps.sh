@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package HSP Gateway needs to build, run and test.
+# Idempotent: packages already present are left alone. Runs as root (or via sudo).
+set -euo pipefail
+
+build_pkgs=(
+  build-essential cmake ninja-build pkg-config
+  libboost1.81-dev libssl-dev libnghttp2-dev
+  libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev
+  libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
+)
+test_pkgs=(
+  curl wrk nghttp2-client caddy python3 procps iproute2
+)
+
+missing=()
+for p in "${build_pkgs[@]}" ${HSP_WITH_TESTS:+"${test_pkgs[@]}"}; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
