@@ -18,8 +18,9 @@ Result<Config> compile(const caddyfile::File& file);
 Result<Config> load_caddyfile_text(const std::string& text, const std::string& filename);
 Result<Config> load_caddyfile(const std::string& path);
 
-// Parses Caddy durations: "250ms", "1.5s", "2m", "1h30m", "1d", a bare integer = seconds... as
-// Caddy does (caddy.ParseDuration). Returns false on bad input.
+// Parses Caddy durations: "250ms", "1.5s", "2m", "1h30m", "1d" as Caddy does
+// (caddy.ParseDuration: Go's time.ParseDuration plus `d` for days). Like Caddy, a bare number
+// other than "0" is an error (Go requires a unit). Returns false on bad input.
 bool parse_duration(const std::string& text, Duration& out);
 // Parses sizes: "10MB", "1GiB", "512KB", "1024" (bytes) as Caddy's humanize-based parsing.
 bool parse_size(const std::string& text, int64_t& out);

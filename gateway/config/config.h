@@ -127,7 +127,8 @@ struct Upstream {
 struct PassiveHealth {
   Duration fail_duration{0};  // 0: passive checks off
   int max_fails = 1;
-  std::vector<int> unhealthy_status;  // response codes that count as a failure
+  // Response codes that count as a failure; a single digit N (written `Nxx`) is a class.
+  std::vector<int> unhealthy_status;
   Duration unhealthy_latency{0};
   int unhealthy_request_count = 0;    // 0: unlimited concurrent requests per upstream
 };
@@ -149,6 +150,7 @@ struct HttpTransport {
   Duration write_timeout{0};
   Duration keepalive_idle{std::chrono::minutes(2)};  // idle upstream conns kept this long
   int keepalive_idle_conns_per_host = 32;
+  int keepalive_idle_conns = 0;  // across all hosts; 0: unlimited (Go's MaxIdleConns)
   bool keepalive = true;
   int max_conns_per_host = 0;  // 0: unlimited
 };
@@ -236,8 +238,9 @@ struct GlobalOptions {
   std::vector<std::string> order;            // `order X before|after Y` lines, as written
   std::string email;                         // accepted; used by the ACME issue
   std::string log_level = "INFO";
-  // Server-wide limits on a request's head (431 / 414 when exceeded).
-  int64_t max_header_bytes = 1 << 20;        // Caddy/Go default: 1 MiB
+  // Server-wide limits on a request's head (431 / 414 when exceeded). Caddy 2.6 used Go's 1 MiB;
+  // current Caddy uses 16 KiB and Envoy 60 KiB. 32 KiB fits real browsers' cookies with room.
+  int64_t max_header_bytes = 32 * 1024;
   int max_header_count = 100;
   int64_t max_request_line = 8192;
   Duration read_header_timeout{std::chrono::seconds(30)};

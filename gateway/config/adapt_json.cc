@@ -1,0 +1,368 @@
+// Config -> JSON in the shape of Caddy's own adapted JSON where there is a natural counterpart
+// (apps.http.servers.srvN.listen, routes with match/handle/group/terminal, handler names,
+// upstreams with dial), with hsp-specific additions (a "global" object, per-server "sites").
+// Key order is fixed by construction (ordered_json); handler fields are printed with their
+// defaults so that the output says what the gateway will do.
+#include <algorithm>
+#include <type_traits>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+
+#include "config/adapt_json.h"
+#include "config/json_internal.h"
+#include "config/units.h"
+
+namespace hsp::config {
+namespace {
+
+Json dur(Duration d) {
+  return format_go_duration(d);
+}
+
+Json strings(const std::vector<std::string>& v) {
+  Json a = Json::array();
+  for (const auto& s : v) a.push_back(s);
+  return a;
+}
+
+Json header_ops_json(const HeaderOps& h, bool response) {
+  Json j = Json::object();
+  Json add = Json::object(), set = Json::object(), del = Json::array(), repl = Json::object();
+  Json require = Json::object();
+  for (const auto& op : h.ops) {
+    switch (op.kind) {
+      case HeaderOp::Kind::add:
+        if (!add.contains(op.field)) add[op.field] = Json::array();
+        add[op.field].push_back(op.value);
+        break;
+      case HeaderOp::Kind::set:
+        set[op.field] = Json::array({op.value});
+        break;
+      case HeaderOp::Kind::set_default:
+        set[op.field] = Json::array({op.value});
+        require[op.field] = nullptr;
+        break;
+      case HeaderOp::Kind::remove:
+        del.push_back(op.field);
+        break;
+      case HeaderOp::Kind::replace: {
+        if (!repl.contains(op.field)) repl[op.field] = Json::array();
+        Json r = Json::object();
+        r[op.regex ? "search_regexp" : "search"] = op.search;
+        r["replace"] = op.value;
+        repl[op.field].push_back(r);
+        break;
+      }
+    }
+  }
+  if (!add.empty()) j["add"] = add;
+  if (!set.empty()) j["set"] = set;
+  if (!del.empty()) j["delete"] = del;
+  if (!repl.empty()) j["replace"] = repl;
+  if (response) {
+    if (!require.empty()) j["require"] = Json{{"headers", require}};
+    j["deferred"] = h.deferred;
+  }
+  return j;
+}
+
+const char* policy_name(LbPolicy p) {
+  switch (p) {
+    case LbPolicy::random:
+      return "random";
+    case LbPolicy::round_robin:
+      return "round_robin";
+    case LbPolicy::least_conn:
+      return "least_conn";
+    case LbPolicy::first:
+      return "first";
+    case LbPolicy::ip_hash:
+      return "ip_hash";
+    case LbPolicy::client_ip_hash:
+      return "client_ip_hash";
+    case LbPolicy::uri_hash:
+      return "uri_hash";
+    case LbPolicy::header:
+      return "header";
+    case LbPolicy::cookie:
+      return "cookie";
+  }
+  return "?";
+}
+
+Json reverse_proxy_json(const ReverseProxy& rp) {
+  Json j = Json::object();
+  j["handler"] = "reverse_proxy";
+  Json ups = Json::array();
+  for (const auto& u : rp.upstreams) ups.push_back(Json{{"dial", u.dial}});
+  j["upstreams"] = ups;
+
+  Json pol = Json::object();
+  pol["policy"] = policy_name(rp.lb_policy);
+  if (rp.lb_policy == LbPolicy::header) pol["field"] = rp.lb_key;
+  if (rp.lb_policy == LbPolicy::cookie) {
+    pol["name"] = rp.lb_key;
+    pol["secret"] = rp.lb_secret;
+  }
+  j["load_balancing"] = Json{{"selection_policy", pol},
+                             {"try_duration", dur(rp.lb_try_duration)},
+                             {"try_interval", dur(rp.lb_try_interval)}};
+
+  Json active = Json::object();
+  active["uri"] = rp.active.uri;
+  active["port"] = rp.active.port ? Json(*rp.active.port) : Json(nullptr);
+  active["interval"] = dur(rp.active.interval);
+  active["timeout"] = dur(rp.active.timeout);
+  active["expect_status"] = rp.active.expect_status;
+  active["expect_body"] = rp.active.expect_body;
+  Json hh = Json::object();
+  for (const auto& [k, v] : rp.active.headers) {
+    if (!hh.contains(k)) hh[k] = Json::array();
+    hh[k].push_back(v);
+  }
+  active["headers"] = hh;
+  Json passive = Json::object();
+  passive["fail_duration"] = dur(rp.passive.fail_duration);
+  passive["max_fails"] = rp.passive.max_fails;
+  passive["unhealthy_status"] = rp.passive.unhealthy_status;
+  passive["unhealthy_latency"] = dur(rp.passive.unhealthy_latency);
+  passive["unhealthy_request_count"] = rp.passive.unhealthy_request_count;
+  j["health_checks"] = Json{{"active", active}, {"passive", passive}};
+
+  j["headers"] = Json{{"request", header_ops_json(rp.header_up, false)},
+                      {"response", header_ops_json(rp.header_down, false)}};
+  j["flush_interval"] = rp.flush_interval ? dur(*rp.flush_interval) : Json(nullptr);
+  j["trusted_proxies"] = strings(rp.trusted_proxies);
+
+  const HttpTransport& t = rp.transport;
+  Json tr = Json::object();
+  tr["protocol"] = "http";
+  tr["dial_timeout"] = dur(t.dial_timeout);
+  tr["response_header_timeout"] = dur(t.response_header_timeout);
+  tr["read_timeout"] = dur(t.read_timeout);
+  tr["write_timeout"] = dur(t.write_timeout);
+  tr["keep_alive"] = Json{{"enabled", t.keepalive},
+                          {"idle_timeout", dur(t.keepalive_idle)},
+                          {"max_idle_conns", t.keepalive_idle_conns},
+                          {"max_idle_conns_per_host", t.keepalive_idle_conns_per_host}};
+  tr["max_conns_per_host"] = t.max_conns_per_host;
+  j["transport"] = tr;
+  return j;
+}
+
+Json access_log_json(const AccessLog& l) {
+  Json j = Json::object();
+  j["enabled"] = l.enabled;
+  j["output"] = l.output;
+  if (l.output == "file") j["file"] = l.file;
+  j["format"] = l.format;
+  j["level"] = l.level;
+  return j;
+}
+
+std::string listen_addr(const Server& s) {
+  std::string host = s.bind_host;
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return host + ":" + std::to_string(s.port);
+}
+
+// The site's own matcher as Caddy builds it (compileEncodedMatcherSets): one set per distinct
+// address path, holding every host of the site; no host list when any address is catch-all.
+Json site_match_json(const Site& site) {
+  struct Pair {
+    std::vector<std::string> hosts;
+    std::string path;
+  };
+  std::vector<Pair> pairs;
+  bool catch_all = false;
+  for (const auto& a : site.addresses) {
+    Pair* chosen = nullptr;
+    for (auto& p : pairs)
+      if (p.path == a.path) chosen = &p;
+    if (!chosen) {
+      pairs.push_back({{}, a.path});
+      chosen = &pairs.back();
+    }
+    if (a.host.empty() && !catch_all) {
+      chosen->hosts.clear();
+      catch_all = true;
+    }
+    if (catch_all) continue;
+    if (std::find(chosen->hosts.begin(), chosen->hosts.end(), a.host) == chosen->hosts.end())
+      chosen->hosts.push_back(a.host);
+  }
+  Json out = Json::array();
+  for (const auto& p : pairs) {
+    Json m = Json::object();
+    if (!p.hosts.empty()) m["host"] = strings(p.hosts);
+    if (!p.path.empty()) m["path"] = Json::array({p.path});
+    if (!m.empty()) out.push_back(m);
+  }
+  return out;
+}
+
+}  // namespace
+
+Json matcher_to_json(const MatcherSet& ms) {
+  Json j = Json::object();
+  if (!ms.host.empty()) j["host"] = strings(ms.host);
+  if (!ms.path.empty()) j["path"] = strings(ms.path);
+  if (!ms.path_regexp.empty()) {
+    // Caddy allows one path_regexp per set; the model keeps a list.
+    const auto& pr = ms.path_regexp.front();
+    j["path_regexp"] = Json{{"name", pr.name}, {"pattern", pr.pattern}};
+  }
+  if (!ms.method.empty()) j["method"] = strings(ms.method);
+  if (!ms.header.empty()) {
+    Json h = Json::object();
+    for (const auto& [field, vals] : ms.header) {
+      if (!field.empty() && field[0] == '!')
+        h[field.substr(1)] = nullptr;  // Caddy's encoding of "field absent"
+      else
+        h[field] = strings(vals);
+    }
+    j["header"] = h;
+  }
+  if (!ms.header_regexp.empty()) {
+    Json h = Json::object();
+    for (const auto& hr : ms.header_regexp)
+      h[hr.field] = Json{{"name", hr.name}, {"pattern", hr.pattern}};
+    j["header_regexp"] = h;
+  }
+  if (!ms.query.empty()) {
+    Json q = Json::object();
+    for (const auto& [k, v] : ms.query) q[k] = strings(v);
+    j["query"] = q;
+  }
+  if (!ms.remote_ip.empty()) j["remote_ip"] = Json{{"ranges", strings(ms.remote_ip)}};
+  if (!ms.client_ip.empty()) j["client_ip"] = Json{{"ranges", strings(ms.client_ip)}};
+  if (ms.protocol) j["protocol"] = *ms.protocol;
+  if (!ms.not_sets.empty()) {
+    Json n = Json::array();
+    for (const auto& s : ms.not_sets) n.push_back(matcher_to_json(s));
+    j["not"] = n;
+  }
+  return j;
+}
+
+Json handler_to_json(const Handler& h) {
+  return std::visit(
+      [](const auto& v) -> Json {
+        using T = std::decay_t<decltype(v)>;
+        Json j = Json::object();
+        if constexpr (std::is_same_v<T, StaticResponse>) {
+          j["handler"] = "static_response";
+          j["status_code"] = v.status;
+          Json hs = Json::object();
+          for (const auto& [k, val] : v.headers) {
+            if (!hs.contains(k)) hs[k] = Json::array();
+            hs[k].push_back(val);
+          }
+          j["headers"] = hs;
+          j["body"] = v.body;
+          j["close"] = v.close;
+        } else if constexpr (std::is_same_v<T, Headers>) {
+          j["handler"] = "headers";
+          if (!v.request.ops.empty()) j["request"] = header_ops_json(v.request, false);
+          if (!v.response.ops.empty() || v.response.deferred)
+            j["response"] = header_ops_json(v.response, true);
+        } else if constexpr (std::is_same_v<T, Rewrite>) {
+          j["handler"] = "rewrite";
+          if (!v.uri.empty()) j["uri"] = v.uri;
+          if (!v.strip_prefix.empty()) j["strip_path_prefix"] = v.strip_prefix;
+          if (!v.strip_suffix.empty()) j["strip_path_suffix"] = v.strip_suffix;
+          if (!v.uri_substring.empty()) {
+            Json a = Json::array();
+            for (const auto& r : v.uri_substring)
+              a.push_back(Json{{"find", r.find}, {"replace", r.replace}, {"limit", r.limit}});
+            j["uri_substring"] = a;
+          }
+          if (!v.path_regexp.empty()) {
+            Json a = Json::array();
+            for (const auto& r : v.path_regexp)
+              a.push_back(Json{{"find", r.find}, {"replace", r.replace}});
+            j["path_regexp"] = a;
+          }
+        } else if constexpr (std::is_same_v<T, RequestBody>) {
+          j["handler"] = "request_body";
+          j["max_size"] = v.max_size;
+        } else if constexpr (std::is_same_v<T, Subroute>) {
+          j["handler"] = "subroute";
+          Json rs = Json::array();
+          for (const auto& r : v.routes) rs.push_back(route_to_json(r));
+          j["routes"] = rs;
+        } else if constexpr (std::is_same_v<T, ReverseProxy>) {
+          j = reverse_proxy_json(v);
+        }
+        return j;
+      },
+      h);
+}
+
+Json route_to_json(const Route& r) {
+  Json j = Json::object();
+  if (!r.group.empty()) j["group"] = r.group;
+  if (!r.match.empty()) {
+    Json m = Json::array();
+    for (const auto& ms : r.match) m.push_back(matcher_to_json(ms));
+    j["match"] = m;
+  }
+  Json hs = Json::array();
+  for (const auto& h : r.handle) hs.push_back(handler_to_json(h));
+  j["handle"] = hs;
+  if (r.terminal) j["terminal"] = true;
+  return j;
+}
+
+std::string to_json(const Config& cfg, int indent) {
+  const GlobalOptions& g = cfg.global;
+  Json global = Json::object();
+  global["admin_off"] = g.admin_off;
+  global["skip_install_trust"] = g.skip_install_trust;
+  global["debug"] = g.debug;
+  global["http_port"] = g.http_port;
+  global["https_port"] = g.https_port;
+  global["grace_period"] = dur(g.grace_period);
+  global["email"] = g.email;
+  global["order"] = strings(g.order);
+  global["log_level"] = g.log_level;
+  global["trusted_proxies"] = strings(g.trusted_proxies);
+  global["max_header_bytes"] = g.max_header_bytes;
+  global["max_header_count"] = g.max_header_count;
+  global["max_request_line"] = g.max_request_line;
+  global["read_header_timeout"] = dur(g.read_header_timeout);
+  global["idle_timeout"] = dur(g.idle_timeout);
+
+  Json servers = Json::object();
+  for (size_t i = 0; i < cfg.servers.size(); ++i) {
+    const Server& s = cfg.servers[i];
+    Json sj = Json::object();
+    sj["listen"] = Json::array({listen_addr(s)});
+    sj["tls"] = s.tls;
+    Json sites = Json::array();
+    for (size_t idx : s.sites) {
+      const Site& site = cfg.sites[idx];
+      Json st = Json::object();
+      st["site"] = idx;
+      Json addrs = Json::array();
+      for (const auto& a : site.addresses) addrs.push_back(a.original);
+      st["addresses"] = addrs;
+      if (!site.bind.empty()) st["bind"] = strings(site.bind);
+      st["match"] = site_match_json(site);
+      Json rs = Json::array();
+      for (const auto& r : site.routes) rs.push_back(route_to_json(r));
+      st["routes"] = rs;
+      st["log"] = access_log_json(site.log);
+      sites.push_back(st);
+    }
+    sj["sites"] = sites;
+    servers["srv" + std::to_string(i)] = sj;
+  }
+  Json root = Json::object();
+  root["global"] = global;
+  root["apps"] = Json{{"http", Json{{"servers", servers}}}};
+  return root.dump(indent) + "\n";
+}
+
+}  // namespace hsp::config
