@@ -2,6 +2,7 @@
 // snippet and file imports. Nothing here knows what a directive means; config/compile.h does.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -56,12 +57,21 @@ struct ParseOptions {
   // file being parsed, or the current directory for in-memory text.
   std::string base_dir;
   int max_import_depth = 16;
+  // Upper bound on the tokens brought in by imports (the file's own tokens do not count).
+  // Snippets that import another snippet twice each grow exponentially without any cycle;
+  // this turns that into an error instead of exhausting memory.
+  size_t max_tokens = 500'000;
 };
 
 // Parses Caddyfile text. `filename` is used in error positions. On failure, every error found
 // is returned (at least one), each as "file:line:col: found 'tok', expected ...".
 Result<File> parse(const std::string& text, const std::string& filename,
                    const ParseOptions& opts = {});
+
+// An error about a token, worded like the parser's own: at the token's position, followed by
+// " (imported via <innermost import>, via <next> ...)" when imported text is involved. For
+// the config compiler, so that its errors explain imported text the same way.
+Error error_at(const Token& token, const std::string& message);
 
 // Reads and parses a file from disk.
 Result<File> parse_file(const std::string& path, const ParseOptions& opts = {});
