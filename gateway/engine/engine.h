@@ -68,6 +68,11 @@ struct Decision {
 
   int64_t max_request_body = -1;  // from `request_body max_size`; -1: unlimited
   const config::AccessLog* log = nullptr;
+
+  // Kind::respond with a body: the Content-Type Caddy infers ("application/json" for a JSON
+  // body, else "text/plain; charset=utf-8"); build_response_headers adds it when no handler or
+  // `header` op set one. Empty when there is no body.
+  std::string implicit_content_type;
 };
 
 // Runtime state of one upstream address, shared by every snapshot that names it so that health
@@ -131,6 +136,17 @@ class ProxyHandler {
   // response head.
   virtual void apply_header_up(const RequestCtx& ctx, http::HeaderMap& out) const = 0;
   virtual void apply_header_down(const RequestCtx& ctx, http::HeaderMap& out) const = 0;
+
+  // Is the request's peer (req.remote_ip) a trusted proxy for this handler (its own
+  // trusted_proxies, else the global option)? Ranges are pre-parsed; feed the answer to
+  // set_forwarded_headers.
+  virtual bool peer_trusted(const http::Request& req) const { return false; }
+  // lb_policy cookie: the Set-Cookie value to add to the response after `chosen` was picked
+  // ("lb=<hmac>; Path=/"), or empty when the client's cookie already names it (or the policy is
+  // not cookie). Caddy sets it whenever it had to pick a new upstream.
+  virtual std::string sticky_cookie(const RequestCtx& ctx, const UpstreamHost& chosen) const {
+    return {};
+  }
 };
 
 class CompiledHeaderOps {
@@ -165,10 +181,28 @@ class Snapshot {
 
   // Every compiled reverse_proxy handler, for active health checks.
   virtual std::vector<const ProxyHandler*> proxies() const = 0;
+
+  // Sets req.client_ip: req.remote_ip, or, when the peer is in the global trusted_proxies, the
+  // first valid address of X-Forwarded-For (Caddy's default, non-strict client_ip). Call before
+  // dispatch; client_ip matchers and {client_ip} read it.
+  virtual void resolve_client_ip(http::Request& req) const { req.client_ip = req.remote_ip; }
 };
+
+// The response head fields as Caddy's ResponseWriter holds them when the status line goes out.
+// `out` comes in with what the server set before any handler ran (e.g. Server); the immediate
+// `header` ops of decision.response_ops run over it (Caddy applies them when the handler runs,
+// before the response exists); then `handler_fields` are merged: for Kind::respond the
+// decision's own headers replace same-named fields, for Kind::proxy the upstream's fields (after
+// hop-by-hop removal and header_down) are appended; last, the deferred ops run, innermost
+// `header` directive first. ctx.response_status / response_headers should be set for
+// {http.response.*} placeholders.
+void build_response_headers(const Decision& decision, const RequestCtx& ctx,
+                            const http::HeaderMap& handler_fields, http::HeaderMap& out);
 
 // Sets X-Forwarded-For/-Proto/-Host on an outgoing request head the way Caddy does: the client's
 // values are kept and appended to only when the peer (req.remote_ip) is a trusted proxy.
+// Caddy's order for the outgoing head: copy the client's fields, http::strip_request_hop_by_hop,
+// set_forwarded_headers, then ProxyHandler::apply_header_up (so header_up can override these).
 void set_forwarded_headers(const http::Request& req, bool peer_trusted, http::HeaderMap& out);
 
 // Is ip inside any of the CIDRs ("10.0.0.0/8", "::1/128", "127.0.0.1")? Parses on each call;
