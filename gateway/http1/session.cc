@@ -1,0 +1,1315 @@
+// One downstream HTTP/1.1 connection: reads requests one after the other (pipelined requests
+// wait in the read buffer), routes each through the snapshot it started with, and answers it
+// directly (Kind::respond) or through an upstream (Kind::proxy).
+//
+// Beast parses both directions (request_parser / response_parser with buffer_body, so a body
+// is never held whole: it moves through one 16 KiB buffer per direction, which is also the
+// back-pressure: nothing is read until the previous piece was written). Heads and chunked
+// framing are written by hand: that keeps header order and case as received, and each body
+// piece goes out as soon as it was read, which is what `flush_interval -1` and
+// text/event-stream need (we never coalesce, whatever flush_interval says).
+//
+// Expect: 100-continue is answered by us, not forwarded: "100 Continue" is written right before
+// the first body byte is read, i.e. once the upstream connection is up and the request head
+// went out; the Expect field itself is not sent upstream. A handler that does not read the body
+// (respond, errors) never sends 100 and closes the connection after its response, as Go does.
+//
+// The request body is pumped upstream by a second coroutine while this one waits for the
+// response, so an upstream that answers early (or echoes while reading) never deadlocks against
+// us. While a response body streams, a read on the client socket watches for the client going
+// away (an idle event stream would otherwise hold its upstream forever).
+//
+// Retries (issue 2: "only before any byte went upstream"): a dial failure is retried for any
+// method within lb_try_duration (Caddy does the same); a pooled connection found dead when the
+// request head went out or before any response byte is retried once on a fresh connection, for
+// bodyless idempotent requests only (Go's transport does the same). A request the upstream may
+// have received is never retried; Caddy 2.6 would retry a GET there (a listed difference).
+//
+// Known gaps: trailers are dropped in both directions (the chunked framing ends with an empty
+// trailer section); `flush_interval` > 0 is treated like -1 (we always flush).
+
+#include <algorithm>
+#include <array>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <cstring>
+#include <ctime>
+#include <limits>
+#include <optional>
+
+#include "http/hop_by_hop.h"
+#include "http1/access_log.h"
+#include "http1/worker.h"
+#include "util/log.h"
+
+namespace hsp::http1 {
+namespace {
+
+namespace http = boost::beast::http;
+using asio::redirect_error;
+using asio::use_awaitable;
+using boost::system::error_code;
+
+constexpr size_t kBodyChunk = 16 * 1024;
+constexpr size_t kReadChunk = 4096;
+constexpr uint64_t kMaxDrainBytes = 256 * 1024;  // Go's maxPostHandlerReadBytes
+constexpr const char* kServerName = "hsp-gateway";
+
+using ReqParser = http::request_parser<http::buffer_body>;
+using ResParser = http::response_parser<http::buffer_body>;
+
+template <typename D>
+Clock::duration or_default(D d, Clock::duration fallback) {
+  auto c = std::chrono::duration_cast<Clock::duration>(d);
+  return c.count() > 0 ? c : fallback;
+}
+
+// RFC 9110 date for the Date field, formatted at most once per second per thread.
+std::string_view http_date() {
+  thread_local time_t last = 0;
+  thread_local char buf[64];
+  time_t now = std::time(nullptr);
+  if (now != last) {
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    last = now;
+  }
+  return buf;
+}
+
+// Field names and values may come from placeholders; CR and LF would let them inject fields.
+void append_clean(std::string& out, std::string_view s) {
+  for (char c : s) {
+    if (c != '\r' && c != '\n') out += c;
+  }
+}
+
+void append_fields(std::string& out, const hsp::http::HeaderMap& h) {
+  for (const auto& [name, value] : h) {
+    append_clean(out, name);
+    out += ": ";
+    append_clean(out, value);
+    out += "\r\n";
+  }
+}
+
+std::string response_head(int version, int status, const hsp::http::HeaderMap& h) {
+  std::string out;
+  out.reserve(256);
+  out += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  out += std::to_string(status);
+  out += ' ';
+  out += hsp::http::reason_phrase(status);
+  out += "\r\n";
+  append_fields(out, h);
+  out += "\r\n";
+  return out;
+}
+
+bool is_idempotent(std::string_view m) {
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
+}
+
+bool status_has_body(int status) {
+  return status >= 200 && status != 204 && status != 304;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// "example.com:8080" -> "example.com"; "[::1]:80" -> "::1".
+std::string_view strip_port(std::string_view authority) {
+  if (!authority.empty() && authority.front() == '[') {
+    size_t close = authority.find(']');
+    if (close != std::string_view::npos) return authority.substr(1, close - 1);
+    return authority;
+  }
+  size_t colon = authority.rfind(':');
+  if (colon != std::string_view::npos && authority.find(':') == colon) {
+    return authority.substr(0, colon);
+  }
+  return authority;
+}
+
+// A dual-stack wildcard listener sees IPv4 peers as ::ffff:a.b.c.d; Go reports them as a.b.c.d.
+std::string ip_string(const asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+  }
+  return a.to_string();
+}
+
+bool is_timeout(const error_code& ec) {
+  return ec == beast::error::timeout;
+}
+
+// Cancellation shared by an exchange and the timers/pump it starts: handlers hold the
+// shared_ptr and check `active` before touching anything the exchange owns.
+struct PumpState {
+  explicit PumpState(const asio::any_io_executor& ex) : wake(ex), header_timer(ex) {}
+  bool active = true;
+  bool done = false;
+  bool client_error = false;    // reading the request body from the client failed
+  bool upstream_error = false;  // writing it upstream failed
+  bool too_large = false;
+  bool head_received = false;
+  bool header_timed_out = false;
+  uint64_t bytes = 0;
+  asio::steady_timer wake;
+  asio::steady_timer header_timer;
+};
+
+// Reads the client side while a response streams, so a client that goes away is noticed even
+// when the upstream is silent (an idle SSE stream), like Go's background read.
+struct WatchState {
+  explicit WatchState(const asio::any_io_executor& ex) : wake(ex) {}
+  bool done = false;
+  bool stopping = false;
+  bool client_gone = false;
+  asio::steady_timer wake;
+};
+
+enum class Fail {
+  none,
+  dial_refused,
+  dial_timeout,
+  stale_reused,  // a pooled connection the peer had closed; nothing of this request got there
+  upstream_reset,
+  upstream_timeout,
+  client_closed,
+  too_large,
+  no_upstream,
+};
+
+std::string_view fail_reason(Fail f) {
+  switch (f) {
+    case Fail::none:
+      return "ok";
+    case Fail::dial_refused:
+      return "upstream_refused";
+    case Fail::dial_timeout:
+      return "upstream_dial_timeout";
+    case Fail::stale_reused:
+      return "upstream_reset";
+    case Fail::upstream_reset:
+      return "upstream_reset";
+    case Fail::upstream_timeout:
+      return "upstream_timeout";
+    case Fail::client_closed:
+      return "client_closed";
+    case Fail::too_large:
+      return "body_too_large";
+    case Fail::no_upstream:
+      return "no_upstream";
+  }
+  return "error";
+}
+
+// Caddy 2.6's statusError: timeouts awaiting the response are 504; a dial error (timeout
+// included, since Caddy wraps it in DialError) and everything else is 502; no upstream is 503.
+int fail_status(Fail f) {
+  switch (f) {
+    case Fail::upstream_timeout:
+      return 504;
+    case Fail::too_large:
+      return 413;
+    case Fail::no_upstream:
+      return 503;
+    case Fail::client_closed:
+      return 499;
+    default:
+      return 502;
+  }
+}
+
+// Connects `s` to the upstream within `timeout`. A host name is resolved first (getaddrinfo on
+// Asio's resolver thread) and every address is tried in order; resolution counts against the
+// timeout too. Returns beast::error::timeout when the time ran out.
+asio::awaitable<error_code> dial(const engine::UpstreamHost& up, Clock::duration timeout,
+                                 beast::tcp_stream& s) {
+  error_code ec;
+  Clock::time_point deadline = Clock::now() + timeout;
+  s.expires_at(deadline);
+  auto addr = asio::ip::make_address(up.host(), ec);
+  if (!ec) {
+    co_await s.async_connect(tcp::endpoint(addr, up.port()), redirect_error(use_awaitable, ec));
+  } else {
+    auto resolver = std::make_shared<tcp::resolver>(s.get_executor());
+    asio::steady_timer guard(s.get_executor());
+    guard.expires_at(deadline);
+    guard.async_wait([resolver](error_code e) {
+      if (!e) resolver->cancel();
+    });
+    auto results = co_await resolver->async_resolve(up.host(), std::to_string(up.port()),
+                                                    redirect_error(use_awaitable, ec));
+    guard.cancel();
+    if (ec == asio::error::operation_aborted) ec = beast::error::timeout;
+    if (!ec) {
+      s.expires_at(deadline);
+      co_await s.async_connect(results, redirect_error(use_awaitable, ec));
+    }
+  }
+  if (!ec) s.socket().set_option(tcp::no_delay(true), ec);
+  co_return ec;
+}
+
+// Per-request state.
+struct Exchange {
+  engine::SnapshotPtr snap;
+  std::optional<ReqParser> parser;
+  hsp::http::Request req;
+  std::string method;    // as received, for the access log (dispatch may not change it, but
+  std::string orig_uri;  // rewrites change the uri)
+  Clock::time_point start;
+  std::chrono::system_clock::time_point ts;
+  int status = 0;
+  uint64_t sent = 0;
+  std::string upstream;
+  std::string_view end_reason = "ok";
+  hsp::http::HeaderMap resp_headers;
+  const config::AccessLog* log = nullptr;
+  bool expect_continue = false;
+  bool body_consumed = false;  // the request body was read to its end (keep-alive possible)
+  uint64_t bytes_read = 0;     // request body bytes read from the client
+};
+
+class Session {
+ public:
+  Session(Worker& w, tcp::socket sock, ListenerKey key)
+      : w_(w), stream_(std::move(sock)), key_(std::move(key)) {
+    id_ = w_.shared.next_conn_id.fetch_add(1, std::memory_order_relaxed);
+    w_.shared.open_conns.fetch_add(1, std::memory_order_relaxed);
+    slot_.stream = &stream_;
+    w_.conns.insert(&slot_);
+    error_code ec;
+    auto& s = stream_.socket();
+    s.set_option(tcp::no_delay(true), ec);
+    auto re = s.remote_endpoint(ec);
+    if (!ec) {
+      remote_ip_ = ip_string(re.address());
+      remote_port_ = re.port();
+    }
+    auto le = s.local_endpoint(ec);
+    if (!ec) {
+      local_ip_ = ip_string(le.address());
+      local_port_ = le.port();
+    }
+  }
+
+  ~Session() {
+    w_.conns.erase(&slot_);
+    w_.shared.open_conns.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  uint64_t id() const { return id_; }
+  asio::awaitable<void> run();
+
+ private:
+  asio::awaitable<bool> handle_request();
+  asio::awaitable<bool> respond(Exchange& x, engine::RequestCtx& ctx, const engine::Decision& d);
+  asio::awaitable<bool> proxy(Exchange& x, engine::RequestCtx& ctx, const engine::Decision& d);
+  asio::awaitable<bool> write_simple(Exchange& x, int status, hsp::http::HeaderMap h,
+                                     std::string_view body, bool keep_alive);
+  asio::awaitable<void> write_error_and_close(int status, std::string_view detail = {});
+  asio::awaitable<bool> drain_body(Exchange& x);
+  asio::awaitable<void> lingering_close();
+  asio::awaitable<void> pump_body(Exchange& x, beast::tcp_stream& up, bool chunked,
+                                  int64_t max_body, Clock::duration write_to,
+                                  Clock::duration header_to, std::shared_ptr<PumpState> st);
+  asio::awaitable<void> tunnel(beast::tcp_stream& up, beast::flat_buffer& ubuf);
+  asio::awaitable<void> watch_client(std::shared_ptr<WatchState> ws, beast::tcp_stream* up);
+  asio::awaitable<std::pair<bool, bool>> relay_response_body(Exchange& x, beast::tcp_stream& up,
+                                                             beast::flat_buffer& ubuf,
+                                                             ResParser& rpar, bool chunked,
+                                                             Clock::duration read_to,
+                                                             const std::string* head);
+  size_t server_index(const engine::Snapshot& s);
+  void finish(Exchange& x);
+  void accept_minor_versions();
+
+  Worker& w_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buf_;
+  ListenerKey key_;
+  uint64_t id_ = 0;
+  ConnSlot slot_;
+  std::string remote_ip_, local_ip_;
+  uint16_t remote_port_ = 0, local_port_ = 0;
+  uint64_t requests_ = 0;
+  uint64_t server_gen_ = 0;
+  size_t server_index_ = SIZE_MAX;
+  Clock::duration idle_timeout_ = std::chrono::minutes(5);
+  bool linger_ = false;  // the client may still be sending: close with lingering_close()
+};
+
+size_t Session::server_index(const engine::Snapshot& s) {
+  // Server indices can move between snapshots; the listener's (bind_host, port) is stable.
+  if (s.generation() != server_gen_ || server_index_ == SIZE_MAX) {
+    server_gen_ = s.generation();
+    server_index_ = SIZE_MAX;
+    const auto& servers = s.config().servers;
+    for (size_t i = 0; i < servers.size(); ++i) {
+      if (servers[i].bind_host == key_.bind_host && servers[i].port == key_.port) {
+        server_index_ = i;
+        break;
+      }
+    }
+  }
+  return server_index_;
+}
+
+// Beast accepts only HTTP/1.0 and 1.1; Go serves any HTTP/1.x as 1.1 (RFC 9110 §2.5: a higher
+// minor version is compatible). When the buffered request line ends in "HTTP/1.2".."HTTP/1.9",
+// we rewrite the digit to 1 before Beast sees it. A request line that has not fully arrived in
+// the first read is not rewritten (then Beast answers 400: the cost of this shortcut).
+void Session::accept_minor_versions() {
+  auto data = buf_.data();
+  char* b = static_cast<char*>(data.data());
+  size_t n = std::min<size_t>(data.size(), 16384);
+  char* lf = static_cast<char*>(std::memchr(b, '\n', n));
+  if (!lf || lf - b < 10 || lf[-1] != '\r') return;
+  char* v = lf - 9;  // "HTTP/1.x\r"
+  if (std::memcmp(v, "HTTP/1.", 7) == 0 && v[7] >= '2' && v[7] <= '9') v[7] = '1';
+}
+
+asio::awaitable<void> Session::run() {
+  bool first = true;
+  error_code ec;
+  for (;;) {
+    if (w_.shared.draining.load(std::memory_order_acquire) && !first) break;
+    if (buf_.size() == 0) {
+      const auto& g = w_.reader.current()->config().global;
+      idle_timeout_ = or_default(g.idle_timeout, std::chrono::minutes(5));
+      slot_.idle = true;
+      stream_.expires_after(first ? or_default(g.read_header_timeout, std::chrono::seconds(30))
+                                  : idle_timeout_);
+      size_t n = co_await stream_.async_read_some(buf_.prepare(kReadChunk),
+                                                  redirect_error(use_awaitable, ec));
+      slot_.idle = false;
+      if (ec) break;
+      buf_.commit(n);
+    }
+    first = false;
+    if (!co_await handle_request()) break;
+  }
+  if (linger_) {
+    co_await lingering_close();
+  } else {
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().close(ec);
+  }
+}
+
+// Closes so that a response we just wrote is not destroyed by an RST: the kernel sends RST
+// instead of FIN when unread data is pending, so read and discard what the client still sends
+// for a short while (Go's closeWrite + rstAvoidanceDelay does the same).
+asio::awaitable<void> Session::lingering_close() {
+  error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  if (!ec) {
+    std::array<char, 4096> sink;
+    size_t total = 0;
+    stream_.expires_after(std::chrono::milliseconds(500));
+    while (total < (1u << 20)) {
+      size_t n =
+          co_await stream_.async_read_some(asio::buffer(sink), redirect_error(use_awaitable, ec));
+      if (ec) break;
+      total += n;
+    }
+  }
+  stream_.socket().close(ec);
+}
+
+asio::awaitable<void> Session::write_error_and_close(int status, std::string_view detail) {
+  linger_ = true;
+  // Go's own error replies, byte for byte: the detail rides in the status line and the body,
+  // "HTTP/1.1" whatever the request said, no Content-Length (the close ends the body).
+  std::string text = std::to_string(status) + " " + std::string(hsp::http::reason_phrase(status));
+  if (!detail.empty()) {
+    text += ": ";
+    text += detail;
+  }
+  std::string out = "HTTP/1.1 " + text;
+  out += "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n";
+  out += status == 501 ? std::string("Unsupported transfer encoding") : text;
+  error_code ec;
+  stream_.expires_after(std::chrono::seconds(10));
+  co_await asio::async_write(stream_, asio::buffer(out), redirect_error(use_awaitable, ec));
+}
+
+void Session::finish(Exchange& x) {
+  if (!x.log || !x.log->enabled) return;
+  AccessRecord rec;
+  rec.req = &x.req;
+  rec.uri = x.orig_uri;
+  rec.status = x.status;
+  rec.size = x.sent;
+  rec.ts = x.ts;
+  rec.duration_s = std::chrono::duration<double>(Clock::now() - x.start).count();
+  rec.resp_headers = &x.resp_headers;
+  rec.upstream = x.upstream;
+  rec.end_reason = x.end_reason;
+  rec.bytes_read = x.bytes_read;
+  write_access_log(*x.log, rec);
+}
+
+asio::awaitable<bool> Session::handle_request() {
+  Exchange x;
+  x.snap = w_.reader.current();  // kept until this request ends, whatever reloads happen
+  const config::GlobalOptions& g = x.snap->config().global;
+  ReqParser& p = x.parser.emplace();
+  uint64_t head_limit = static_cast<uint64_t>(g.max_request_line + g.max_header_bytes + 4);
+  p.header_limit(static_cast<uint32_t>(std::min<uint64_t>(head_limit, 64u << 20)));
+  p.body_limit(std::numeric_limits<uint64_t>::max());
+
+  error_code ec;
+  accept_minor_versions();
+  stream_.expires_after(or_default(g.read_header_timeout, std::chrono::seconds(30)));
+  co_await http::async_read_header(stream_, buf_, p, redirect_error(use_awaitable, ec));
+  if (ec) {
+    if (ec == http::error::header_limit) {
+      // Which limit? Beast consumes the request line as soon as it is complete, so a parsed
+      // method means the line fit and the fields overflowed.
+      bool line_too_long = p.get().method_string().empty() ||
+                           p.get().method_string().size() + p.get().target().size() + 10 >
+                               static_cast<size_t>(g.max_request_line);
+      log::debug("request_head_too_large").kv("conn_id", id_).kv("line", line_too_long);
+      co_await write_error_and_close(line_too_long ? 414 : 431);
+    } else if (ec != http::error::end_of_stream && ec != asio::error::eof && !is_timeout(ec) &&
+               ec != asio::error::connection_reset && ec != asio::error::operation_aborted &&
+               ec != http::error::partial_message) {
+      log::debug("bad_request").kv("conn_id", id_).kv("error", ec.message());
+      std::string_view detail;
+      if (ec == http::error::bad_field) detail = "invalid header name";
+      if (ec == http::error::bad_value) detail = "invalid header value";
+      co_await write_error_and_close(400, detail);
+    }
+    co_return false;
+  }
+
+  auto& m = p.get();
+  hsp::http::Request& r = x.req;
+  r.id = ++requests_;
+  r.conn_id = id_;
+  r.method = std::string(m.method_string());
+  r.version = m.version() == 10 ? 10 : 11;
+  r.scheme = "http";
+  std::string_view target = m.target();
+  r.orig_uri = std::string(target);
+  std::string abs_authority;
+  if (target.starts_with("http://") || target.starts_with("https://")) {
+    // Absolute form (RFC 9112 §3.2.2): its authority overrides Host.
+    target.remove_prefix(target.find("//") + 2);
+    size_t slash = target.find_first_of("/?");
+    abs_authority = std::string(target.substr(0, slash));
+    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+  }
+  size_t q = target.find('?');
+  r.path = std::string(target.substr(0, q));
+  if (q != std::string_view::npos) r.query = std::string(target.substr(q + 1));
+  if (r.path.empty()) r.path = "/";
+
+  size_t line_len = m.method_string().size() + m.target().size() + 10;
+  uint64_t header_bytes = 0;
+  int header_count = 0;
+  bool has_host = false;
+  int host_count = 0;
+  std::string host_value;
+  for (const auto& f : m) {
+    ++header_count;
+    header_bytes += f.name_string().size() + f.value().size() + 4;
+    std::string_view name = f.name_string();
+    if (hsp::http::iequals(name, "Host")) {
+      // Like Go, Host lives in req.authority only, not among the fields.
+      if (!has_host) host_value = std::string(f.value());
+      has_host = true;
+      ++host_count;
+      continue;
+    }
+    if (hsp::http::iequals(name, "Transfer-Encoding")) continue;  // framing is ours
+    r.headers.add(name, f.value());
+  }
+  if (line_len > static_cast<size_t>(g.max_request_line)) {
+    co_await write_error_and_close(414);
+    co_return false;
+  }
+  if (header_count > g.max_header_count ||
+      header_bytes > static_cast<uint64_t>(g.max_header_bytes)) {
+    co_await write_error_and_close(431);
+    co_return false;
+  }
+  if (r.version >= 11 && !has_host && abs_authority.empty()) {
+    co_await write_error_and_close(400, "missing required Host header");
+    co_return false;
+  }
+  if (host_count > 1) {
+    // RFC 9112 §3.2. Debian's Caddy 2.6.2 (its Go) answers a plain "400 Bad Request" here.
+    co_await write_error_and_close(400);
+    co_return false;
+  }
+  if (m.find(http::field::transfer_encoding) != m.end() && !p.chunked()) {
+    // RFC 9112 §6.3: a body whose length we cannot know; Go answers 501 and closes.
+    co_await write_error_and_close(501);
+    co_return false;
+  }
+  r.authority = abs_authority.empty() ? host_value : abs_authority;
+  r.host = lower(strip_port(r.authority));
+  r.remote_ip = remote_ip_;
+  r.remote_port = remote_port_;
+  r.local_ip = local_ip_;
+  r.local_port = local_port_;
+  x.snap->resolve_client_ip(r);  // trusted_proxies + X-Forwarded-For, as Caddy 2.6
+  if (const std::string* expect = r.headers.get("Expect")) {
+    if (!hsp::http::iequals(*expect, "100-continue")) {
+      co_await write_error_and_close(417);
+      co_return false;
+    }
+    x.expect_continue = r.version >= 11 && !p.is_done();
+    r.headers.remove("Expect");
+  }
+  x.method = r.method;
+  x.orig_uri = r.orig_uri;
+  x.start = Clock::now();
+  x.ts = std::chrono::system_clock::now();
+  x.body_consumed = p.is_done();
+
+  if (r.method == "OPTIONS" && r.orig_uri == "*") {
+    // Go's server answers `OPTIONS *` itself; no handler runs, nothing is logged.
+    hsp::http::HeaderMap h;
+    h.add("Content-Length", "0");
+    bool keep = co_await write_simple(x, 200, std::move(h), {}, p.keep_alive());
+    if (keep && !x.body_consumed) keep = co_await drain_body(x);
+    co_return keep;
+  }
+
+  size_t si = server_index(*x.snap);
+  const engine::Site* site = si == SIZE_MAX ? nullptr : x.snap->find_site(si, r.host);
+  bool keep = false;
+  if (!site) {
+    // Caddy answers a request no site matches with an empty 200.
+    x.end_reason = "no_site";
+    hsp::http::HeaderMap h;
+    h.add("Server", kServerName);
+    keep = co_await write_simple(x, 200, std::move(h), {}, p.keep_alive());
+  } else {
+    engine::RequestCtx ctx(r);
+    ctx.site = site;
+    engine::Decision d = x.snap->dispatch(*site, ctx);
+    x.log = d.log;
+    auto cl = p.content_length();
+    if (d.max_request_body >= 0 && cl && *cl > static_cast<uint64_t>(d.max_request_body)) {
+      x.end_reason = "body_too_large";
+      hsp::http::HeaderMap h;
+      h.add("Server", kServerName);
+      co_await write_simple(x, 413, std::move(h), {}, false);
+      keep = false;
+    } else if (d.kind == engine::Decision::Kind::proxy && d.proxy) {
+      keep = co_await proxy(x, ctx, d);
+    } else {
+      keep = co_await respond(x, ctx, d);
+    }
+  }
+  finish(x);
+  if (keep && !x.body_consumed) keep = co_await drain_body(x);
+  if (!keep && (!x.body_consumed || buf_.size() > 0)) linger_ = true;
+  co_return keep;
+}
+
+// Reads and discards what is left of the request body so the connection can carry the next
+// request; gives up (close) past kMaxDrainBytes, as Go does.
+asio::awaitable<bool> Session::drain_body(Exchange& x) {
+  if (x.expect_continue) co_return false;  // the client waits for a 100 we never sent
+  ReqParser& p = *x.parser;
+  char sink[kBodyChunk];
+  uint64_t total = 0;
+  error_code ec;
+  while (!p.is_done()) {
+    p.get().body().data = sink;
+    p.get().body().size = sizeof sink;
+    stream_.expires_after(idle_timeout_);
+    co_await http::async_read_some(stream_, buf_, p, redirect_error(use_awaitable, ec));
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) co_return false;
+    total += sizeof sink - p.get().body().size;
+    if (total > kMaxDrainBytes) co_return false;
+  }
+  co_return true;
+}
+
+asio::awaitable<bool> Session::write_simple(Exchange& x, int status, hsp::http::HeaderMap h,
+                                            std::string_view body, bool keep_alive) {
+  const hsp::http::Request& r = x.req;
+  keep_alive = keep_alive && !w_.shared.draining.load(std::memory_order_acquire);
+  // A body we did not read and will not drain cheaply: close instead.
+  if (!x.body_consumed) {
+    auto cl = x.parser->content_length();
+    if (x.expect_continue || !cl || *cl > kMaxDrainBytes) keep_alive = false;
+  }
+  if (!h.has("Date")) h.add("Date", http_date());
+  bool with_body = status_has_body(status);
+  if (with_body) h.set("Content-Length", std::to_string(body.size()));
+  if (!keep_alive && r.version >= 11) {
+    h.set("Connection", "close");
+  } else if (keep_alive && r.version == 10) {
+    h.set("Connection", "keep-alive");
+  }
+  std::string out = response_head(r.version, status, h);
+  bool send_body = with_body && r.method != "HEAD";
+  if (send_body) out += body;
+  x.status = status;
+  x.resp_headers = std::move(h);
+  error_code ec;
+  stream_.expires_after(idle_timeout_);
+  co_await asio::async_write(stream_, asio::buffer(out), redirect_error(use_awaitable, ec));
+  if (ec) {
+    x.end_reason = "client_closed";
+    co_return false;
+  }
+  if (send_body) x.sent = body.size();
+  co_return keep_alive;
+}
+
+asio::awaitable<bool> Session::respond(Exchange& x, engine::RequestCtx& ctx,
+                                       const engine::Decision& d) {
+  // Server is what Caddy's server sets before any handler runs; the engine merges the rest in
+  // Caddy's order (immediate ops, the static fields, implicit Content-Type, deferred ops).
+  hsp::http::HeaderMap h;
+  h.add("Server", kServerName);
+  ctx.response_status = d.status;
+  ctx.response_headers = &h;
+  engine::build_response_headers(d, ctx, d.headers, h);
+  ctx.response_headers = nullptr;
+  co_return co_await write_simple(x, d.status, std::move(h), d.body,
+                                  x.parser->keep_alive() && !d.close);
+}
+
+// Request body: client -> upstream, concurrently with reading the response, so an upstream
+// that answers (or echoes) before the upload ends never deadlocks against us.
+asio::awaitable<void> Session::pump_body(Exchange& x, beast::tcp_stream& up, bool chunked,
+                                         int64_t max_body, Clock::duration write_to,
+                                         Clock::duration header_to, std::shared_ptr<PumpState> st) {
+  ReqParser& p = *x.parser;
+  char data[kBodyChunk];
+  error_code ec;
+  if (x.expect_continue) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    stream_.expires_after(idle_timeout_);
+    co_await asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                               redirect_error(use_awaitable, ec));
+    if (ec) {
+      st->client_error = true;
+      co_return;
+    }
+  }
+  while (!p.is_done()) {
+    p.get().body().data = data;
+    p.get().body().size = sizeof data;
+    stream_.expires_after(idle_timeout_);
+    co_await http::async_read_some(stream_, buf_, p, redirect_error(use_awaitable, ec));
+    if (!st->active) co_return;
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      // The upstream is waiting for a body that will not come: wake the response read.
+      st->client_error = true;
+      error_code ignored;
+      up.socket().cancel(ignored);
+      co_return;
+    }
+    size_t n = sizeof data - p.get().body().size;
+    if (n == 0) continue;
+    st->bytes += n;
+    x.bytes_read = st->bytes;
+    if (max_body >= 0 && st->bytes > static_cast<uint64_t>(max_body)) {
+      st->too_large = true;
+      error_code ignored;
+      up.socket().cancel(ignored);
+      co_return;
+    }
+    char size_line[32];
+    int sl = chunked ? std::snprintf(size_line, sizeof size_line, "%zx\r\n", n) : 0;
+    std::array<asio::const_buffer, 3> bufs = {asio::buffer(size_line, sl), asio::buffer(data, n),
+                                              asio::buffer("\r\n", chunked ? 2 : 0)};
+    up.expires_after(write_to);
+    co_await asio::async_write(up, bufs, redirect_error(use_awaitable, ec));
+    if (!st->active) co_return;
+    if (ec) {
+      st->upstream_error = true;
+      co_return;
+    }
+  }
+  if (chunked) {
+    up.expires_after(write_to);
+    co_await asio::async_write(up, asio::buffer("0\r\n\r\n", 5), redirect_error(use_awaitable, ec));
+    if (!st->active) co_return;
+    if (ec) {
+      st->upstream_error = true;
+      co_return;
+    }
+  }
+  x.body_consumed = true;
+  // The whole request is upstream: response_header_timeout starts now (Go's semantics).
+  if (!st->head_received && header_to.count() > 0) {
+    st->header_timer.expires_after(header_to);
+    st->header_timer.async_wait([st, &up](error_code e) {
+      if (e || !st->active || st->head_received) return;
+      st->header_timed_out = true;
+      error_code ignored;
+      up.socket().cancel(ignored);
+    });
+  }
+}
+
+asio::awaitable<void> Session::watch_client(std::shared_ptr<WatchState> ws, beast::tcp_stream* up) {
+  error_code ec;
+  size_t n =
+      co_await stream_.async_read_some(buf_.prepare(kReadChunk), redirect_error(use_awaitable, ec));
+  if (!ec) {
+    buf_.commit(n);  // a pipelined request: kept for the next round
+    co_return;
+  }
+  if (ws->stopping) co_return;  // our own cancel
+  ws->client_gone = true;
+  error_code ignored;
+  up->socket().cancel(ignored);
+}
+
+asio::awaitable<void> Session::tunnel(beast::tcp_stream& up, beast::flat_buffer& ubuf) {
+  using namespace asio::experimental::awaitable_operators;
+  stream_.expires_never();
+  up.expires_never();
+  error_code ec;
+  // Bytes that arrived behind the heads belong to the tunnel.
+  if (buf_.size() > 0) {
+    co_await asio::async_write(up, buf_.data(), redirect_error(use_awaitable, ec));
+    buf_.consume(buf_.size());
+  }
+  if (!ec && ubuf.size() > 0) {
+    co_await asio::async_write(stream_, ubuf.data(), redirect_error(use_awaitable, ec));
+    ubuf.consume(ubuf.size());
+  }
+  if (ec) co_return;
+  // A tunnel has no request boundary to wait for: on drain it is closed like an idle
+  // connection (Caddy closes upgraded connections when its server stops, too).
+  slot_.idle = true;
+  if (w_.shared.draining.load(std::memory_order_acquire)) co_return;
+  auto copy = [](beast::tcp_stream& from, beast::tcp_stream& to) -> asio::awaitable<void> {
+    char data[kBodyChunk];
+    error_code e;
+    for (;;) {
+      size_t n =
+          co_await from.async_read_some(asio::buffer(data), redirect_error(use_awaitable, e));
+      if (e) break;
+      co_await asio::async_write(to, asio::buffer(data, n), redirect_error(use_awaitable, e));
+      if (e) break;
+    }
+    error_code ignored;
+    if (e == asio::error::eof) {
+      to.socket().shutdown(tcp::socket::shutdown_send, ignored);  // half-close travels on
+    } else {
+      from.socket().cancel(ignored);  // a reset ends both directions
+      to.socket().cancel(ignored);
+    }
+  };
+  co_await (copy(stream_, up) && copy(up, stream_));
+  slot_.idle = false;
+}
+
+// Response body: upstream -> client, one piece at a time, each written as soon as it was read
+// (no coalescing, whatever flush_interval says). Returns {upstream ok, client ok}.
+asio::awaitable<std::pair<bool, bool>> Session::relay_response_body(
+    Exchange& x, beast::tcp_stream& up, beast::flat_buffer& ubuf, ResParser& rpar, bool chunked,
+    Clock::duration read_to, const std::string* head) {
+  // `head`: the response head, not yet written; it goes out with the first piece.
+  std::string_view pending = head ? std::string_view(*head) : std::string_view();
+  char data[kBodyChunk];
+  error_code ec;
+  while (!rpar.is_done()) {
+    rpar.get().body().data = data;
+    rpar.get().body().size = sizeof data;
+    up.expires_after(read_to);
+    co_await http::async_read_some(up, ubuf, rpar, redirect_error(use_awaitable, ec));
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      x.end_reason = is_timeout(ec) ? "upstream_timeout" : "upstream_reset";
+      co_return std::pair{false, true};
+    }
+    size_t n = sizeof data - rpar.get().body().size;
+    if (n == 0) continue;
+    char size_line[32];
+    int sl = chunked ? std::snprintf(size_line, sizeof size_line, "%zx\r\n", n) : 0;
+    std::array<asio::const_buffer, 4> bufs = {asio::buffer(pending.data(), pending.size()),
+                                              asio::buffer(size_line, sl), asio::buffer(data, n),
+                                              asio::buffer("\r\n", chunked ? 2 : 0)};
+    stream_.expires_after(idle_timeout_);
+    co_await asio::async_write(stream_, bufs, redirect_error(use_awaitable, ec));
+    pending = {};
+    if (ec) {
+      x.end_reason = "client_closed";
+      co_return std::pair{true, false};
+    }
+    x.sent += n;
+  }
+  if (chunked || !pending.empty()) {
+    std::array<asio::const_buffer, 2> bufs = {asio::buffer(pending.data(), pending.size()),
+                                              asio::buffer("0\r\n\r\n", chunked ? 5 : 0)};
+    stream_.expires_after(idle_timeout_);
+    co_await asio::async_write(stream_, bufs, redirect_error(use_awaitable, ec));
+    if (ec) co_return std::pair{true, false};
+  }
+  co_return std::pair{true, true};
+}
+
+asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
+                                     const engine::Decision& d) {
+  const engine::ProxyHandler& handler = *d.proxy;
+  const config::ReverseProxy& rp = handler.cfg();
+  const config::HttpTransport& tr = rp.transport;
+  const config::GlobalOptions& g = x.snap->config().global;
+  hsp::http::Request& r = x.req;
+  ReqParser& p = *x.parser;
+  const bool has_body = !p.is_done();
+  const bool chunked_up = has_body && !p.content_length();
+  const bool idempotent = is_idempotent(r.method);
+  const bool is_head = r.method == "HEAD";
+  const std::string upgrade = hsp::http::upgrade_type(r.headers);
+  const Clock::duration dial_to = or_default(tr.dial_timeout, std::chrono::seconds(3));
+  const Clock::duration write_to = or_default(tr.write_timeout, idle_timeout_);
+  // Caddy has no default limit on reads from the upstream (an event stream may stay silent for
+  // long); ours is an hour of no progress, so a dead peer still frees its connection one day.
+  const Clock::duration read_to = or_default(tr.read_timeout, std::chrono::hours(1));
+  const Clock::duration header_to = or_default(tr.response_header_timeout, Clock::duration(0));
+  const Clock::duration try_duration =
+      std::chrono::duration_cast<Clock::duration>(rp.lb_try_duration);
+  const Clock::duration try_interval =
+      or_default(rp.lb_try_interval, std::chrono::milliseconds(250));
+  const Clock::time_point try_deadline = x.start + try_duration;
+  const bool passive = rp.passive.fail_duration.count() > 0;
+  auto count_failure = [&](engine::UpstreamHost* up) {
+    if (passive) up->count_failure(Clock::now(), rp.passive.fail_duration);
+  };
+
+  const bool trusted = handler.peer_trusted(r);
+  hsp::http::HeaderMap base = r.headers;
+  hsp::http::strip_request_hop_by_hop(base);
+  engine::set_forwarded_headers(r, trusted, base);
+
+  std::vector<const engine::UpstreamHost*> tried;
+  Fail fail = Fail::none;
+  bool fresh_only = false;  // after a stale pooled connection: dial a new one
+  bool stale_retried = false;
+  asio::steady_timer sleeper(stream_.get_executor());
+  error_code ec;
+
+  // May we try again after `f`? Only when nothing of the request reached an upstream: a dial
+  // error (any method, as Caddy), within lb_try_duration.
+  auto may_retry = [&](Fail f) {
+    if (try_duration.count() <= 0) return false;
+    if (f != Fail::dial_refused && f != Fail::dial_timeout) return false;
+    return Clock::now() + try_interval < try_deadline;
+  };
+
+  for (;;) {
+    engine::UpstreamHost* up = handler.select(ctx, tried);
+    if (!up && !tried.empty() && may_retry(fail)) {
+      tried.clear();
+      sleeper.expires_after(try_interval);
+      co_await sleeper.async_wait(redirect_error(use_awaitable, ec));
+      continue;
+    }
+    if (!up) {
+      if (fail == Fail::none) fail = Fail::no_upstream;
+      break;
+    }
+    ctx.upstream = up;
+    x.upstream = up->dial();
+
+    std::unique_ptr<beast::tcp_stream> us;
+    HostConnToken token;
+    bool reused = false;
+    if (tr.keepalive && !fresh_only) {
+      us = w_.pool.take(up->dial(), tr.keepalive_idle, token);
+      reused = us != nullptr;
+    }
+    fresh_only = false;
+    if (!us && tr.max_conns_per_host > 0) {
+      // At the limit, wait for a slot or an idle connection. Go waits without bound; we give
+      // up after dial_timeout (a dial error: 502). Polling every 5 ms is crude but only runs
+      // when the limit is reached.
+      auto slots = host_slots(up->dial());
+      Clock::time_point give_up = Clock::now() + dial_to;
+      bool got = false;
+      for (;;) {
+        int cur = slots->open.load(std::memory_order_relaxed);
+        if (cur < tr.max_conns_per_host &&
+            slots->open.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) {
+          token = HostConnToken(slots);
+          got = true;
+          break;
+        }
+        if (tr.keepalive && (us = w_.pool.take(up->dial(), tr.keepalive_idle, token))) {
+          reused = got = true;
+          break;
+        }
+        if (Clock::now() >= give_up) break;
+        sleeper.expires_after(std::chrono::milliseconds(5));
+        co_await sleeper.async_wait(redirect_error(use_awaitable, ec));
+      }
+      if (!got) {
+        fail = Fail::dial_timeout;
+        log::debug("upstream_conn_limit").kv("conn_id", id_).kv("upstream", up->dial());
+        tried.push_back(up);
+        if (may_retry(fail)) continue;
+        break;
+      }
+    }
+    if (!us) {
+      us = std::make_unique<beast::tcp_stream>(stream_.get_executor());
+      ec = co_await dial(*up, dial_to, *us);
+      if (ec) {
+        fail = is_timeout(ec) ? Fail::dial_timeout : Fail::dial_refused;
+        log::debug("upstream_dial_failed")
+            .kv("conn_id", id_)
+            .kv("upstream", up->dial())
+            .kv("error", ec.message());
+        count_failure(up);
+        tried.push_back(up);
+        if (may_retry(fail)) {
+          sleeper.expires_after(try_interval);
+          co_await sleeper.async_wait(redirect_error(use_awaitable, ec));
+          continue;
+        }
+        break;
+      }
+    }
+
+    // The request head.
+    hsp::http::HeaderMap out = base;
+    handler.apply_header_up(ctx, out);
+    // Go sends the client's Host; with none (HTTP/1.0), the URL's host: the upstream address.
+    std::string host = r.authority.empty() ? up->dial() : r.authority;
+    if (const std::string* h = out.get("Host")) {
+      host = *h;
+      out.remove("Host");
+    }
+    std::string head;
+    head.reserve(512);
+    head += r.method;
+    head += ' ';
+    append_clean(head, r.uri());
+    head += " HTTP/1.1\r\nHost: ";
+    append_clean(head, host);
+    head += "\r\n";
+    append_fields(head, out);
+    if (chunked_up) head += "Transfer-Encoding: chunked\r\n";
+    if (!tr.keepalive && upgrade.empty()) head += "Connection: close\r\n";  // Go, keepalive off
+    head += "\r\n";
+
+    const Clock::time_point attempt_start = Clock::now();
+    up->begin_request();
+    struct EndRequest {
+      engine::UpstreamHost* h;
+      ~EndRequest() { h->end_request(); }
+    } end_request{up};
+
+    us->expires_after(write_to);
+    co_await asio::async_write(*us, asio::buffer(head), redirect_error(use_awaitable, ec));
+    if (ec) {
+      if (reused && !stale_retried && idempotent && !has_body) {
+        stale_retried = true;
+        fresh_only = true;
+        continue;
+      }
+      fail = Fail::upstream_reset;
+      count_failure(up);
+      break;
+    }
+
+    auto st = std::make_shared<PumpState>(stream_.get_executor());
+    bool pumping = false;
+    if (has_body) {
+      pumping = true;
+      asio::co_spawn(stream_.get_executor(),
+                     pump_body(x, *us, chunked_up, d.max_request_body, write_to, header_to, st),
+                     [st](std::exception_ptr e) {
+                       if (e) st->client_error = true;
+                       st->done = true;
+                       st->wake.cancel();
+                     });
+    } else if (header_to.count() > 0) {
+      beast::tcp_stream* usp = us.get();
+      st->header_timer.expires_after(header_to);
+      st->header_timer.async_wait([st, usp](error_code e) {
+        if (e || !st->active || st->head_received) return;
+        st->header_timed_out = true;
+        error_code ignored;
+        usp->socket().cancel(ignored);
+      });
+    }
+    // Stops the pump (if still running) and waits until it has returned: it uses x, us and
+    // stream_, which must outlive it.
+    auto stop_pump = [&](bool cancel) -> asio::awaitable<void> {
+      if (pumping && !st->done && cancel) {
+        error_code ignored;
+        us->socket().cancel(ignored);
+        stream_.socket().cancel(ignored);
+      }
+      while (pumping && !st->done) {
+        st->wake.expires_after(std::chrono::hours(24));
+        error_code e;
+        co_await st->wake.async_wait(redirect_error(use_awaitable, e));
+      }
+      st->active = false;
+      st->header_timer.cancel();
+    };
+
+    // The response head; interim 1xx answers other than 101 are skipped.
+    beast::flat_buffer ubuf;
+    std::optional<ResParser> rpar;
+    for (;;) {
+      rpar.emplace();
+      rpar->header_limit(1 << 20);
+      rpar->body_limit(std::numeric_limits<uint64_t>::max());
+      if (is_head) rpar->skip(true);
+      us->expires_after(idle_timeout_);
+      co_await http::async_read_header(*us, ubuf, *rpar, redirect_error(use_awaitable, ec));
+      if (ec) break;
+      int s = rpar->get().result_int();
+      if (s >= 100 && s < 200 && s != 101) continue;
+      break;
+    }
+    st->head_received = !ec;
+    st->header_timer.cancel();
+    if (ec) {
+      bool stale = reused && ubuf.size() == 0 && !st->header_timed_out &&
+                   (ec == http::error::end_of_stream || ec == asio::error::eof ||
+                    ec == asio::error::connection_reset);
+      co_await stop_pump(true);
+      if (st->too_large) {
+        fail = Fail::too_large;
+      } else if (st->client_error) {
+        fail = Fail::client_closed;
+      } else if (stale && !has_body && idempotent && !stale_retried) {
+        stale_retried = true;
+        fresh_only = true;
+        continue;
+      } else if (st->header_timed_out || is_timeout(ec)) {
+        fail = Fail::upstream_timeout;
+        count_failure(up);
+      } else {
+        fail = Fail::upstream_reset;
+        count_failure(up);
+      }
+      log::debug("upstream_response_failed")
+          .kv("conn_id", id_)
+          .kv("upstream", up->dial())
+          .kv("error", ec.message());
+      break;
+    }
+
+    // The response head goes downstream.
+    auto& res = rpar->get();
+    int status = res.result_int();
+    ctx.response_status = status;
+    if (passive) {
+      bool bad_status =
+          std::find(rp.passive.unhealthy_status.begin(), rp.passive.unhealthy_status.end(),
+                    status) != rp.passive.unhealthy_status.end();
+      // Caddy measures the latency up to the response head.
+      bool slow = rp.passive.unhealthy_latency.count() > 0 &&
+                  Clock::now() - attempt_start >= rp.passive.unhealthy_latency;
+      if (bad_status || slow) count_failure(up);
+    }
+    hsp::http::HeaderMap uh;
+    for (const auto& f : res) uh.add(f.name_string(), f.value());
+    const bool switching = status == 101;
+    std::string up_upgrade;
+    if (switching) {
+      if (const std::string* u = uh.get("Upgrade")) up_upgrade = *u;
+    }
+    hsp::http::strip_response_hop_by_hop(uh);
+    if (switching) {
+      uh.add("Connection", "Upgrade");
+      uh.add("Upgrade", up_upgrade.empty() ? upgrade : up_upgrade);
+    }
+    handler.apply_header_down(ctx, uh);
+
+    // lb_policy cookie: Caddy sets the cookie on the response writer when it picks the
+    // upstream, i.e. after the immediate header ops and before the upstream's fields.
+    std::string cookie = handler.sticky_cookie(ctx, *up);
+    if (!cookie.empty()) {
+      hsp::http::HeaderMap with_cookie;
+      with_cookie.add("Set-Cookie", cookie);
+      for (const auto& [name, value] : uh) with_cookie.add(name, value);
+      uh = std::move(with_cookie);
+    }
+    hsp::http::HeaderMap h;
+    h.add("Server", kServerName);
+    ctx.response_headers = &h;
+    engine::build_response_headers(d, ctx, uh, h);
+    ctx.response_headers = nullptr;
+    if (!h.has("Date")) h.add("Date", http_date());
+
+    const bool body_expected = !is_head && status_has_body(status) && !switching;
+    bool chunked_down = false;
+    bool keep = p.keep_alive() && !d.close && !w_.shared.draining.load(std::memory_order_acquire);
+    if (body_expected && !rpar->content_length() && !rpar->is_done()) {
+      if (r.version >= 11) {
+        chunked_down = true;
+        h.add("Transfer-Encoding", "chunked");
+      } else {
+        keep = false;  // close-delimited for HTTP/1.0 clients
+      }
+    }
+    if (body_expected && !rpar->content_length() && rpar->is_done() && !rpar->chunked()) {
+      h.set("Content-Length", "0");
+    }
+    // Keep-alive downstream needs the request body read to its end; we know that only later,
+    // so a body still being pumped means close.
+    if (pumping && !st->done) keep = false;
+    if (!switching) {
+      if (!keep && r.version >= 11) {
+        h.set("Connection", "close");
+      } else if (keep && r.version == 10) {
+        h.set("Connection", "keep-alive");
+      }
+    }
+    std::string rhead = response_head(r.version, status, h);
+    x.status = status;
+    x.resp_headers = std::move(h);
+    // A small body that is already buffered whole goes out with the head in one write. Only
+    // then: a head must never wait for body bytes that have not arrived (event streams).
+    auto cl = rpar->content_length();
+    const bool coalesce =
+        body_expected && cl && *cl <= kBodyChunk && ubuf.size() >= *cl && !chunked_down;
+    if (!coalesce) {
+      stream_.expires_after(idle_timeout_);
+      co_await asio::async_write(stream_, asio::buffer(rhead), redirect_error(use_awaitable, ec));
+    }
+    if (ec) {
+      co_await stop_pump(true);
+      x.end_reason = "client_closed";
+      co_return false;
+    }
+
+    if (switching) {
+      co_await stop_pump(false);
+      x.end_reason = "upgraded";
+      co_await tunnel(*us, ubuf);
+      co_return false;
+    }
+
+    // The response body: upstream -> client, one piece at a time, written as soon as read.
+    bool up_ok = true;
+    bool client_ok = true;
+    auto ws = std::make_shared<WatchState>(stream_.get_executor());
+    bool watching = false;
+    if (body_expected && !rpar->is_done() && (!pumping || st->done) && buf_.size() == 0) {
+      watching = true;
+      stream_.expires_never();  // the watch may last as long as the stream; writes set their own
+      asio::co_spawn(stream_.get_executor(), watch_client(ws, us.get()), [ws](std::exception_ptr) {
+        ws->done = true;
+        ws->wake.cancel();
+      });
+    }
+    if (body_expected) {
+      auto [u, c] = co_await relay_response_body(x, *us, ubuf, *rpar, chunked_down, read_to,
+                                                 coalesce ? &rhead : nullptr);
+      up_ok = u;
+      client_ok = c;
+    } else if (!rpar->is_done()) {
+      up_ok = false;  // a body we do not forward (HEAD is skipped by the parser): not reusable
+    }
+    if (watching) {
+      ws->stopping = !ws->client_gone;
+      if (!ws->done) {
+        error_code ignored;
+        stream_.socket().cancel(ignored);
+      }
+      while (!ws->done) {
+        ws->wake.expires_after(std::chrono::hours(24));
+        error_code e;
+        co_await ws->wake.async_wait(redirect_error(use_awaitable, e));
+      }
+      if (ws->client_gone) {
+        client_ok = false;
+        up_ok = false;
+        x.end_reason = "client_closed";
+      }
+    }
+
+    bool pump_ok = true;
+    if (pumping) {
+      // The response is complete; an upload still running is cut (Go does the same).
+      co_await stop_pump(true);
+      pump_ok = !st->client_error && !st->upstream_error && !st->too_large && x.body_consumed;
+    } else {
+      st->active = false;
+    }
+    if (up_ok && pump_ok && rpar->is_done() && rpar->keep_alive() && tr.keepalive) {
+      w_.pool.put(up->dial(), std::move(us), std::move(token),
+                  static_cast<size_t>(std::max(0, tr.keepalive_idle_conns_per_host)),
+                  static_cast<size_t>(std::max(0, tr.keepalive_idle_conns)));
+    }
+    if (!up_ok || !client_ok) {
+      if (!up_ok && x.end_reason == "upstream_reset") count_failure(up);
+      co_return false;  // the response was cut: the client must see the connection end
+    }
+    co_return keep&& pump_ok&& x.body_consumed;
+  }
+
+  // No response from any upstream.
+  x.end_reason = fail_reason(fail);
+  log::debug("proxy_failed")
+      .kv("conn_id", id_)
+      .kv("reason", x.end_reason)
+      .kv("upstream", x.upstream);
+  if (fail == Fail::client_closed) {
+    x.status = 499;
+    co_return false;
+  }
+  hsp::http::HeaderMap h;
+  h.add("Server", kServerName);
+  int status = fail_status(fail);
+  (void)g;
+  co_return co_await write_simple(x, status, std::move(h), {},
+                                  p.keep_alive() && fail != Fail::too_large);
+}
+
+}  // namespace
+
+asio::awaitable<void> serve_connection(Worker& w, tcp::socket sock, ListenerKey key) {
+  uint64_t id = 0;
+  try {
+    Session s(w, std::move(sock), std::move(key));
+    id = s.id();
+    co_await s.run();
+  } catch (const std::exception& e) {
+    log::error("connection_failed").kv("conn_id", id).kv("error", e.what());
+  } catch (...) {
+    log::error("connection_failed").kv("conn_id", id).kv("error", "unknown exception");
+  }
+}
+
+void close_idle_connections(Worker& w) {
+  for (ConnSlot* slot : w.conns) {
+    if (slot->idle) {
+      error_code ec;
+      slot->stream->socket().cancel(ec);
+    }
+  }
+}
+
+}  // namespace hsp::http1

@@ -1,0 +1,146 @@
+// Private to gateway/http1/: the per-thread state of the data plane, with Asio/Beast types.
+// Only http1/*.cc include this header (Beast templates stay out of widely included headers).
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace hsp::http1 {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+// Process-wide state every worker reads.
+struct Shared {
+  std::atomic<bool> draining{false};
+  std::atomic<int64_t> open_conns{0};
+  std::atomic<uint64_t> next_conn_id{1};
+};
+
+// Open upstream connections per dial address, process-wide, for `max_conns_per_host`. Only
+// handlers with a limit take tokens; the table keeps one small entry per address ever limited.
+struct HostSlots {
+  std::atomic<int> open{0};
+};
+std::shared_ptr<HostSlots> host_slots(const std::string& dial);
+
+// One counted upstream connection: releases its slot when the connection goes away, whether it
+// was in use or idle in a pool.
+class HostConnToken {
+ public:
+  HostConnToken() = default;
+  explicit HostConnToken(std::shared_ptr<HostSlots> s) : slots_(std::move(s)) {}
+  HostConnToken(HostConnToken&& o) noexcept = default;
+  HostConnToken& operator=(HostConnToken&& o) noexcept {
+    release();
+    slots_ = std::move(o.slots_);
+    return *this;
+  }
+  ~HostConnToken() { release(); }
+
+ private:
+  void release() {
+    if (slots_) slots_->open.fetch_sub(1, std::memory_order_relaxed);
+    slots_.reset();
+  }
+  std::shared_ptr<HostSlots> slots_;
+};
+
+// Idle keep-alive connections to upstreams, per worker thread (no lock). Keyed by dial address
+// rather than UpstreamHost pointer: a host freed after a reload must never hand its connections
+// to a new host that happens to reuse the address of the old object.
+class UpstreamPool {
+ public:
+  // An idle connection to `dial` that is still open and was idle for less than max_idle, or
+  // nullptr. Connections the peer closed while idle are dropped here.
+  std::unique_ptr<beast::tcp_stream> take(const std::string& dial, Clock::duration max_idle,
+                                          HostConnToken& token);
+  // Keeps the connection unless this worker already holds max_idle_per_host idle connections to
+  // dial or max_idle_total (0: no limit) in all.
+  void put(const std::string& dial, std::unique_ptr<beast::tcp_stream> stream, HostConnToken token,
+           size_t max_idle_per_host, size_t max_idle_total);
+  // Drops connections idle longer than max_idle (called from a periodic timer).
+  void sweep(Clock::duration max_idle);
+  void clear() {
+    idle_.clear();
+    total_ = 0;
+  }
+  size_t idle_count() const { return total_; }
+
+ private:
+  struct Idle {
+    std::unique_ptr<beast::tcp_stream> stream;
+    Clock::time_point since;
+    HostConnToken token;
+  };
+  std::unordered_map<std::string, std::vector<Idle>> idle_;
+  size_t total_ = 0;
+};
+
+// A downstream connection as the worker sees it, so that drain() can close idle ones.
+struct ConnSlot {
+  beast::tcp_stream* stream = nullptr;
+  bool idle = false;  // waiting for the first byte of the next request
+};
+
+struct ListenerKey {
+  std::string bind_host;
+  uint16_t port = 0;
+  bool operator==(const ListenerKey&) const = default;
+};
+
+struct Worker {
+  Worker(size_t idx, const engine::SnapshotStore& store, Shared& sh)
+      : index(idx), reader(store), shared(sh) {}
+  // Pooled streams go first, while their io_context lives; the io_context goes next (it
+  // destroys unfinished coroutine frames, whose sessions still unregister from `conns`).
+  ~Worker() {
+    pool.clear();
+    ioc.reset();
+  }
+
+  size_t index;
+  std::thread thread;
+  engine::SnapshotStore::Reader reader;  // used on this worker's thread only
+  Shared& shared;
+  std::unordered_set<ConnSlot*> conns;
+  UpstreamPool pool;
+  std::unique_ptr<asio::io_context> ioc = std::make_unique<asio::io_context>(1);
+};
+
+// Serves one accepted downstream connection until it closes. Never throws.
+asio::awaitable<void> serve_connection(Worker& w, tcp::socket sock, ListenerKey key);
+
+// Closes every idle downstream connection of the worker (runs on the worker's thread).
+void close_idle_connections(Worker& w);
+
+// The active health checker: a thread of its own that probes every upstream of the current
+// snapshot's reverse_proxy handlers that has health_uri set.
+class HealthChecker {
+ public:
+  explicit HealthChecker(const engine::SnapshotStore& store);
+  ~HealthChecker();
+  void start();
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hsp::http1

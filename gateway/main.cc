@@ -1,0 +1,293 @@
+// hsp-gateway: run | adapt | validate | version.
+//
+// Signals are handled synchronously on the main thread (sigwait), so reload and shutdown never
+// run inside a signal handler: SIGHUP reloads the config file (a bad file is logged error by
+// error and the old snapshot keeps serving); SIGTERM/SIGINT stop accepting, let requests in
+// flight finish within grace_period and exit 0; a second SIGTERM/SIGINT exits at once (rc 1).
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "config/adapt_json.h"
+#include "config/compile.h"
+#include "engine/engine.h"
+#include "http1/server.h"
+#include "util/log.h"
+
+#ifndef HSP_VERSION
+#define HSP_VERSION "0.0.0"
+#endif
+
+namespace {
+
+using namespace hsp;
+
+// The embedded demo: a proxied site on :8080 whose upstream is a second site on :8081 that
+// answers with a small page, so `hsp-gateway run` shows the proxy path working end to end.
+std::string demo_caddyfile(int port) {
+  std::string front = std::to_string(port);
+  std::string back = std::to_string(port + 1);
+  return "{\n"
+         "\tadmin off\n"
+         "}\n"
+         "\n"
+         "# The site you visit: a reverse proxy to the demo upstream below.\n"
+         "http://:" +
+         front +
+         " {\n"
+         "\tbind 127.0.0.1\n"
+         "\treverse_proxy 127.0.0.1:" +
+         back +
+         "\n"
+         "}\n"
+         "\n"
+         "# The demo upstream.\n"
+         "http://:" +
+         back +
+         " {\n"
+         "\tbind 127.0.0.1\n"
+         "\theader Content-Type \"text/html; charset=utf-8\"\n"
+         "\trespond <<HTML\n"
+         "\t\t<!doctype html>\n"
+         "\t\t<html><head><title>hsp-gateway</title></head><body>\n"
+         "\t\t<h1>hsp-gateway works</h1>\n"
+         "\t\t<p>This page came from the demo upstream on 127.0.0.1:" +
+         back + ", proxied by the site on 127.0.0.1:" + front +
+         ".</p>\n"
+         "\t\t<p>Run <code>hsp-gateway run --config Caddyfile</code> to serve your own.</p>\n"
+         "\t\t</body></html>\n"
+         "\t\tHTML 200\n"
+         "}\n";
+}
+
+struct Args {
+  std::string command;
+  std::string config;
+  int threads = 0;
+  int demo_port = 8080;
+  bool bad = false;
+  std::string error;
+};
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  if (argc < 2) {
+    a.bad = true;
+    return a;
+  }
+  a.command = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&](const char* name) -> std::string {
+      std::string prefix = std::string(name) + "=";
+      if (arg.rfind(prefix, 0) == 0) return arg.substr(prefix.size());
+      if (i + 1 < argc) return argv[++i];
+      a.bad = true;
+      a.error = std::string("missing value for ") + name;
+      return {};
+    };
+    auto number = [&](const char* name, int lo, int hi) {
+      std::string v = value(name);
+      char* end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < lo || n > hi) {
+        a.bad = true;
+        a.error = std::string("bad value for ") + name + ": " + v;
+        return 0;
+      }
+      return static_cast<int>(n);
+    };
+    if (arg == "--config" || arg.rfind("--config=", 0) == 0) {
+      a.config = value("--config");
+    } else if (arg == "--threads" || arg.rfind("--threads=", 0) == 0) {
+      a.threads = number("--threads", 1, 1024);
+    } else if (arg == "--demo-port" || arg.rfind("--demo-port=", 0) == 0) {
+      a.demo_port = number("--demo-port", 1, 65534);
+    } else if (arg == "--adapter" || arg.rfind("--adapter=", 0) == 0) {
+      std::string v = value("--adapter");  // accepted for Caddy's CLI habits
+      if (v != "caddyfile") {
+        a.bad = true;
+        a.error = "only the caddyfile adapter is supported";
+      }
+    } else {
+      a.bad = true;
+      a.error = "unknown argument: " + arg;
+    }
+  }
+  return a;
+}
+
+int usage(const std::string& error) {
+  if (!error.empty()) std::fprintf(stderr, "hsp-gateway: %s\n", error.c_str());
+  std::fprintf(stderr,
+               "usage:\n"
+               "  hsp-gateway run [--config FILE] [--threads N] [--demo-port PORT]\n"
+               "  hsp-gateway adapt --config FILE\n"
+               "  hsp-gateway validate --config FILE\n"
+               "  hsp-gateway version\n");
+  return 2;
+}
+
+Result<config::Config> load(const Args& a) {
+  if (a.config.empty()) return config::load_caddyfile_text(demo_caddyfile(a.demo_port), "<demo>");
+  return config::load_caddyfile(a.config);
+}
+
+void log_errors(const char* msg, const Errors& errs) {
+  for (const auto& e : errs) log::error(msg).kv("error", e.str());
+}
+
+void apply_log_level(const config::Config& cfg) {
+  log::Level level;
+  if (cfg.global.debug) {
+    log::set_level(log::Level::debug);
+  } else if (log::parse_level(cfg.global.log_level, level)) {
+    log::set_level(level);
+  }
+}
+
+int run(const Args& a) {
+  auto cfg = load(a);
+  if (!cfg) {
+    log_errors("config_error", cfg.errors());
+    return 1;
+  }
+  apply_log_level(*cfg);
+  engine::UpstreamRegistry registry;
+  engine::SnapshotStore store;
+  uint64_t generation = 1;
+  auto snap = engine::Snapshot::build(*cfg, registry, generation);
+  if (!snap) {
+    log_errors("config_error", snap.errors());
+    return 1;
+  }
+  store.publish(*snap);
+
+  // Every thread started from here on inherits the blocked set: the signals reach sigwait only.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  http1::DataPlane dp(store, registry, http1::Options{a.threads, true});
+  Errors errs = dp.start();
+  if (!errs.empty()) {
+    log_errors("listen_failed", errs);
+    return 1;
+  }
+  log::info("config_loaded")
+      .kv("generation", generation)
+      .kv("config", a.config.empty() ? std::string("<demo>") : a.config)
+      .kv("threads", dp.threads());
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      log::info("reload_requested").kv("config", a.config.empty() ? "<demo>" : a.config);
+      auto next = load(a);
+      if (!next) {
+        log_errors("reload_failed", next.errors());
+        continue;
+      }
+      auto next_snap = engine::Snapshot::build(*next, registry, generation + 1);
+      if (!next_snap) {
+        log_errors("reload_failed", next_snap.errors());
+        continue;
+      }
+      ++generation;
+      apply_log_level(*next);
+      store.publish(*next_snap);
+      Errors lerrs = dp.sync_listeners();
+      log_errors("listen_failed", lerrs);
+      log::info("config_loaded").kv("generation", generation).kv("reload", true);
+      continue;
+    }
+    // SIGTERM / SIGINT: drain.
+    auto grace = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        store.load()->config().global.grace_period);
+    log::info("shutting_down")
+        .kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")
+        .kv("grace_period_s", std::chrono::duration<double>(grace).count())
+        .kv("open_connections", dp.open_connections());
+    dp.stop_accepting();
+    auto deadline = std::chrono::steady_clock::now() + grace;
+    bool drained = false;
+    for (;;) {
+      if (dp.drain(std::min(deadline,
+                            std::chrono::steady_clock::now() + std::chrono::milliseconds(100)))) {
+        drained = true;
+        break;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) break;
+      timespec ts{0, 0};
+      siginfo_t info;
+      int s2 = sigtimedwait(&set, &info, &ts);
+      if (s2 == SIGTERM || s2 == SIGINT) {
+        log::warn("forced_exit").kv("open_connections", dp.open_connections());
+        std::fflush(stdout);
+        std::_Exit(1);
+      }
+    }
+    if (!drained) {
+      log::warn("grace_period_expired").kv("open_connections", dp.open_connections());
+    }
+    dp.stop();
+    log::info("stopped");
+    return 0;
+  }
+}
+
+int adapt(const Args& a) {
+  if (a.config.empty()) return usage("adapt needs --config FILE");
+  auto cfg = config::load_caddyfile(a.config);
+  if (!cfg) {
+    for (const auto& e : cfg.errors()) std::fprintf(stderr, "%s\n", e.str().c_str());
+    return 1;
+  }
+  std::string out = config::to_json(*cfg);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  if (out.empty() || out.back() != '\n') std::fputc('\n', stdout);
+  return 0;
+}
+
+int validate(const Args& a) {
+  if (a.config.empty()) return usage("validate needs --config FILE");
+  auto cfg = config::load_caddyfile(a.config);
+  Errors errs;
+  if (!cfg) {
+    errs = cfg.errors();
+  } else {
+    // The snapshot compiles regexes, placeholders and CIDRs: its errors are config errors too.
+    engine::UpstreamRegistry registry;
+    auto snap = engine::Snapshot::build(*cfg, registry, 1);
+    if (!snap) errs = snap.errors();
+  }
+  for (const auto& e : errs) std::fprintf(stderr, "%s\n", e.str().c_str());
+  if (errs.empty()) std::printf("Valid configuration\n");
+  return errs.empty() ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a = parse_args(argc, argv);
+  if (a.bad) return usage(a.error);
+  if (a.command == "version") {
+    std::printf("hsp-gateway %s\n", HSP_VERSION);
+    return 0;
+  }
+  if (a.command == "run") return run(a);
+  if (a.command == "adapt") return adapt(a);
+  if (a.command == "validate") return validate(a);
+  return usage("unknown command: " + a.command);
+}
