@@ -38,13 +38,13 @@ struct Directive {
 struct ServerBlock {
   std::vector<Token> keys;  // site addresses (or empty for the global options block)
   std::vector<Directive> directives;
-  SourceLoc loc;            // where the block starts
+  SourceLoc loc;  // where the block starts
 };
 
 struct File {
   bool has_global_options = false;
-  ServerBlock global_options;        // keys empty
-  std::vector<ServerBlock> blocks;   // site blocks, in written order, snippets removed
+  ServerBlock global_options;       // keys empty
+  std::vector<ServerBlock> blocks;  // site blocks, in written order, snippets removed
 };
 
 // Looks up environment variables for {$VAR} and {$VAR:default}. The default reads getenv.

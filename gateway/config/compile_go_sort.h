@@ -21,8 +21,10 @@ template <typename Pred>
 size_t bisect(size_t lo, size_t hi, Pred pred) {
   while (lo < hi) {
     size_t probe = lo + (hi - lo) / 2;
-    if (pred(probe)) hi = probe;
-    else lo = probe + 1;
+    if (pred(probe))
+      hi = probe;
+    else
+      lo = probe + 1;
   }
   return lo;
 }

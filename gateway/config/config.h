@@ -26,7 +26,7 @@ using Duration = std::chrono::nanoseconds;
 // condition the listed values are alternatives (OR). A route's `match` list is OR of sets; an
 // empty list matches everything. This is Caddy's model.
 struct PathRegexp {
-  std::string name;     // for {re.NAME.N} placeholders; may be empty
+  std::string name;  // for {re.NAME.N} placeholders; may be empty
   std::string pattern;
 };
 
@@ -37,10 +37,10 @@ struct HeaderRegexp {
 };
 
 struct MatcherSet {
-  SourceLoc loc;                    // where the matcher was written (named matcher or inline)
-  std::string name;                 // "@api" for a named matcher; empty for inline ones
-  std::vector<std::string> host;    // exact or "*.example.com"
-  std::vector<std::string> path;    // Caddy path globs: "/api/*", "*.php", "/exact"
+  SourceLoc loc;                  // where the matcher was written (named matcher or inline)
+  std::string name;               // "@api" for a named matcher; empty for inline ones
+  std::vector<std::string> host;  // exact or "*.example.com"
+  std::vector<std::string> path;  // Caddy path globs: "/api/*", "*.php", "/exact"
   std::vector<PathRegexp> path_regexp;
   std::vector<std::string> method;  // upper-case
   // field -> accepted values. An empty list means "field present". A value "*" means any
@@ -61,16 +61,16 @@ struct MatcherSet {
 // Header manipulation (the `header` directive, reverse_proxy header_up / header_down).
 struct HeaderOp {
   enum class Kind {
-    set,        // replace all values with `value`
-    add,        // append a value
-    remove,     // delete field; `field` may end with '*' to delete by prefix
-    replace,    // substring or regex replacement in existing values
-    set_default // set only if absent (Caddy's `?Field`)
+    set,         // replace all values with `value`
+    add,         // append a value
+    remove,      // delete field; `field` may end with '*' to delete by prefix
+    replace,     // substring or regex replacement in existing values
+    set_default  // set only if absent (Caddy's `?Field`)
   };
   Kind kind = Kind::set;
   std::string field;
-  std::string value;        // set/add/default; for replace: the replacement
-  std::string search;       // replace: substring (when !regex) or regex pattern
+  std::string value;   // set/add/default; for replace: the replacement
+  std::string search;  // replace: substring (when !regex) or regex pattern
   bool regex = false;
   SourceLoc loc;
 };
@@ -85,7 +85,7 @@ struct HeaderOps {
 // request (StaticResponse, ReverseProxy, or a Subroute that did).
 struct StaticResponse {
   int status = 200;
-  std::string body;  // may hold placeholders
+  std::string body;                                          // may hold placeholders
   std::vector<std::pair<std::string, std::string>> headers;  // e.g. Location for `redir`
   bool close = false;
 };
@@ -104,7 +104,7 @@ struct Rewrite {
     std::string replace;
     int limit = 0;  // 0: all
   };
-  std::vector<Replace> uri_substring;      // `uri replace`
+  std::vector<Replace> uri_substring;  // `uri replace`
   struct PathRegexpReplace {
     std::string find;
     std::string replace;
@@ -116,8 +116,17 @@ struct RequestBody {
   int64_t max_size = -1;  // bytes; -1: unlimited
 };
 
-enum class LbPolicy { random, round_robin, least_conn, first, ip_hash, client_ip_hash, uri_hash,
-                      header, cookie };
+enum class LbPolicy {
+  random,
+  round_robin,
+  least_conn,
+  first,
+  ip_hash,
+  client_ip_hash,
+  uri_hash,
+  header,
+  cookie
+};
 
 struct Upstream {
   std::string dial;  // "host:port" as written after scheme stripping, e.g. "127.0.0.1:9000"
@@ -130,16 +139,16 @@ struct PassiveHealth {
   // Response codes that count as a failure; a single digit N (written `Nxx`) is a class.
   std::vector<int> unhealthy_status;
   Duration unhealthy_latency{0};
-  int unhealthy_request_count = 0;    // 0: unlimited concurrent requests per upstream
+  int unhealthy_request_count = 0;  // 0: unlimited concurrent requests per upstream
 };
 
 struct ActiveHealth {
-  std::string uri;            // empty: active checks off
-  std::optional<int> port;    // probe port instead of the upstream's
+  std::string uri;          // empty: active checks off
+  std::optional<int> port;  // probe port instead of the upstream's
   Duration interval{std::chrono::seconds(30)};
   Duration timeout{std::chrono::seconds(5)};
-  int expect_status = 0;      // 0: any 2xx; otherwise exact code (or 2/3/4/5 for a class: "2xx")
-  std::string expect_body;    // regex; empty: not checked
+  int expect_status = 0;    // 0: any 2xx; otherwise exact code (or 2/3/4/5 for a class: "2xx")
+  std::string expect_body;  // regex; empty: not checked
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
@@ -158,9 +167,9 @@ struct HttpTransport {
 struct ReverseProxy {
   std::vector<Upstream> upstreams;
   LbPolicy lb_policy = LbPolicy::random;
-  std::string lb_key;                // header field for `header`, cookie name for `cookie`
-  std::string lb_secret;             // cookie: HMAC secret
-  Duration lb_try_duration{0};       // 0: no retries
+  std::string lb_key;           // header field for `header`, cookie name for `cookie`
+  std::string lb_secret;        // cookie: HMAC secret
+  Duration lb_try_duration{0};  // 0: no retries
   Duration lb_try_interval{std::chrono::milliseconds(250)};
   HeaderOps header_up;
   HeaderOps header_down;
@@ -195,11 +204,11 @@ struct Route {
 // ---------------------------------------------------------------------------------------------
 // Sites and servers.
 struct Address {
-  std::string original;   // as written: "http://example.com:8080/api"
-  std::string scheme;     // "http", "https" or "" (unspecified)
-  std::string host;       // lower-case; "" for any host; "*.example.com" for wildcards
-  uint16_t port = 0;      // 0: from scheme / global http_port / https_port
-  std::string path;       // path prefix matcher, e.g. "/api*"; empty: none
+  std::string original;  // as written: "http://example.com:8080/api"
+  std::string scheme;    // "http", "https" or "" (unspecified)
+  std::string host;      // lower-case; "" for any host; "*.example.com" for wildcards
+  uint16_t port = 0;     // 0: from scheme / global http_port / https_port
+  std::string path;      // path prefix matcher, e.g. "/api*"; empty: none
   SourceLoc loc;
 };
 
@@ -223,12 +232,12 @@ struct Site {
 struct Server {
   std::string bind_host;  // "" for all interfaces
   uint16_t port = 0;
-  bool tls = false;       // TLS termination arrives with the TLS issue; false for now
+  bool tls = false;           // TLS termination arrives with the TLS issue; false for now
   std::vector<size_t> sites;  // indices into Config::sites, in lookup priority order
 };
 
 struct GlobalOptions {
-  bool admin_off = false;      // accepted for Caddy compatibility; there is no admin API
+  bool admin_off = false;  // accepted for Caddy compatibility; there is no admin API
   bool skip_install_trust = false;
   bool debug = false;
   uint16_t http_port = 80;

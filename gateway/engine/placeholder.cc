@@ -238,29 +238,6 @@ bool query_values(std::string_view query, std::string_view want, std::string& ou
   return true;
 }
 
-bool cookie_value(const http::HeaderMap& headers, std::string_view name, std::string& out) {
-  for (const auto& f : headers) {
-    if (!http::iequals(f.first, "Cookie")) continue;
-    std::string_view rest = f.second;
-    while (!rest.empty()) {
-      size_t semi = rest.find(';');
-      std::string_view part = rest.substr(0, semi);
-      rest = semi == std::string_view::npos ? std::string_view() : rest.substr(semi + 1);
-      while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
-      while (!part.empty() && part.back() == ' ') part.remove_suffix(1);
-      size_t eq = part.find('=');
-      if (eq == std::string_view::npos) continue;
-      std::string_view n = part.substr(0, eq), v = part.substr(eq + 1);
-      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-      if (http::iequals(n, name)) {
-        out.append(v);
-        return true;
-      }
-    }
-  }
-  return false;
-}
-
 void append_time(std::string& out, Kind kind) {
   auto now = std::chrono::system_clock::now();
   auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
@@ -533,8 +510,12 @@ bool eval_placeholder(const Template::Part& p, const RequestCtx& ctx, std::strin
       }
       return true;
     }
-    case Kind::req_cookie:
-      return cookie_value(r.headers, p.text, out);
+    case Kind::req_cookie: {
+      std::string_view v;
+      if (!http::find_cookie(r.headers, p.text, v, /*ignore_case=*/true)) return false;
+      out.append(v);
+      return true;
+    }
     case Kind::req_query_arg:
       return query_values(r.query, p.text, out);
     case Kind::req_host_label: {

@@ -62,30 +62,6 @@ bool valid_dial(const std::string& dial) {
   return v > 0 && v <= 65535;
 }
 
-// First value of the named cookie in the request, or nullptr.
-bool request_cookie(const http::HeaderMap& headers, std::string_view name, std::string& out) {
-  for (const auto& f : headers) {
-    if (!http::iequals(f.first, "Cookie")) continue;
-    std::string_view rest = f.second;
-    while (!rest.empty()) {
-      size_t semi = rest.find(';');
-      std::string_view part = rest.substr(0, semi);
-      rest = semi == std::string_view::npos ? std::string_view() : rest.substr(semi + 1);
-      while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
-      size_t eq = part.find('=');
-      if (eq == std::string_view::npos) continue;
-      if (part.substr(0, eq) == name) {
-        std::string_view v = part.substr(eq + 1);
-        while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
-        if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-        out.assign(v);
-        return true;
-      }
-    }
-  }
-  return false;
-}
-
 }  // namespace
 
 std::unique_ptr<ProxyHandlerImpl> ProxyHandlerImpl::compile(const config::ReverseProxy& cfg,
@@ -256,8 +232,8 @@ UpstreamHost* ProxyHandlerImpl::select(const RequestCtx& ctx,
 // The request's lb cookie value when it names one of our upstreams (a pointer into
 // cookie_hashes_), else nullptr.
 const std::string* ProxyHandlerImpl::cookie_match(const RequestCtx& ctx) const {
-  std::string value;
-  if (!request_cookie(ctx.req.headers, cookie_name_, value)) return nullptr;
+  std::string_view value;
+  if (!http::find_cookie(ctx.req.headers, cookie_name_, value)) return nullptr;
   for (const auto& h : cookie_hashes_) {
     if (h == value) return &h;
   }

@@ -227,4 +227,31 @@ std::string_view reason_phrase(int status) {
   }
 }
 
+bool find_cookie(const HeaderMap& headers, std::string_view name, std::string_view& value,
+                 bool ignore_case) {
+  auto trim = [](std::string_view t) {
+    while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
+    while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
+    return t;
+  };
+  for (const auto& f : headers) {
+    if (!iequals(f.first, "Cookie")) continue;
+    std::string_view rest = f.second;
+    while (!rest.empty()) {
+      size_t semi = rest.find(';');
+      std::string_view pair = trim(rest.substr(0, semi));
+      rest = semi == std::string_view::npos ? std::string_view() : rest.substr(semi + 1);
+      size_t eq = pair.find('=');
+      if (eq == std::string_view::npos) continue;
+      std::string_view n = pair.substr(0, eq);
+      if (ignore_case ? !iequals(n, name) : n != name) continue;
+      std::string_view v = pair.substr(eq + 1);
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      value = v;
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace hsp::http

@@ -25,8 +25,8 @@ class HeaderMap {
   std::string joined(std::string_view name) const;
   void add(std::string_view name, std::string_view value);
   void set(std::string_view name, std::string_view value);  // replace every value
-  size_t remove(std::string_view name);                      // returns how many were removed
-  size_t remove_prefix(std::string_view prefix);             // case-insensitive name prefix
+  size_t remove(std::string_view name);                     // returns how many were removed
+  size_t remove_prefix(std::string_view prefix);            // case-insensitive name prefix
   void clear() { fields_.clear(); }
   size_t size() const { return fields_.size(); }
   bool empty() const { return fields_.empty(); }
@@ -42,26 +42,26 @@ class HeaderMap {
 
 // The downstream request as the engine sees and rewrites it.
 struct Request {
-  uint64_t id = 0;               // connection-unique request id, for logs
+  uint64_t id = 0;  // connection-unique request id, for logs
   uint64_t conn_id = 0;
-  std::string method;            // "GET"
-  std::string scheme;            // "http" or "https" (how the client reached us)
-  std::string authority;         // Host header / :authority as received, e.g. "example.com:8080"
-  std::string host;              // authority without port, lower-case
-  std::string path;              // path as received, not decoded, always starting with '/'
-                                 // (or "*" for OPTIONS *)
-  std::string query;             // without '?'; empty if none
-  std::string orig_uri;          // request-target as first received (for {http.request.orig_uri})
-  int version = 11;              // 10, 11, 20, 30
+  std::string method;     // "GET"
+  std::string scheme;     // "http" or "https" (how the client reached us)
+  std::string authority;  // Host header / :authority as received, e.g. "example.com:8080"
+  std::string host;       // authority without port, lower-case
+  std::string path;       // path as received, not decoded, always starting with '/'
+                          // (or "*" for OPTIONS *)
+  std::string query;      // without '?'; empty if none
+  std::string orig_uri;   // request-target as first received (for {http.request.orig_uri})
+  int version = 11;       // 10, 11, 20, 30
   HeaderMap headers;
-  std::string remote_ip;         // peer address (no brackets for IPv6)
+  std::string remote_ip;  // peer address (no brackets for IPv6)
   uint16_t remote_port = 0;
-  std::string client_ip;         // remote_ip, or the first untrusted X-Forwarded-For hop when
-                                 // the peer is a trusted proxy
+  std::string client_ip;  // remote_ip, or the first untrusted X-Forwarded-For hop when
+                          // the peer is a trusted proxy
   std::string local_ip;
   uint16_t local_port = 0;
   bool tls = false;
-  std::string tls_server_name;   // SNI
+  std::string tls_server_name;  // SNI
 
   std::string uri() const { return query.empty() ? path : path + "?" + query; }
   std::string_view proto() const;  // "HTTP/1.1", "HTTP/2.0", ...
@@ -74,5 +74,12 @@ struct ResponseHead {
 };
 
 std::string_view reason_phrase(int status);
+
+// The value of the first cookie called `name` in the request's Cookie fields, without
+// surrounding quotes; a view into `headers`. Names compare exactly, as Go's Request.Cookie (which
+// Caddy's lb_policy cookie uses); `ignore_case` matches the way Caddy's
+// {http.request.cookie.*} placeholder looks them up.
+bool find_cookie(const HeaderMap& headers, std::string_view name, std::string_view& value,
+                 bool ignore_case = false);
 
 }  // namespace hsp::http

@@ -16,26 +16,41 @@ std::atomic<int> g_fd{2};
 
 const char* level_name(Level l) {
   switch (l) {
-    case Level::debug: return "debug";
-    case Level::info: return "info";
-    case Level::warn: return "warn";
-    case Level::error: return "error";
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
   }
   return "info";
 }
 
 }  // namespace
 
-void set_level(Level level) { g_level.store(static_cast<int>(level), std::memory_order_relaxed); }
-Level level() { return static_cast<Level>(g_level.load(std::memory_order_relaxed)); }
-void set_fd(int fd) { g_fd.store(fd, std::memory_order_relaxed); }
+void set_level(Level level) {
+  g_level.store(static_cast<int>(level), std::memory_order_relaxed);
+}
+Level level() {
+  return static_cast<Level>(g_level.load(std::memory_order_relaxed));
+}
+void set_fd(int fd) {
+  g_fd.store(fd, std::memory_order_relaxed);
+}
 
 bool parse_level(std::string_view t, Level& out) {
-  if (t == "debug" || t == "DEBUG") out = Level::debug;
-  else if (t == "info" || t == "INFO") out = Level::info;
-  else if (t == "warn" || t == "WARN") out = Level::warn;
-  else if (t == "error" || t == "ERROR") out = Level::error;
-  else return false;
+  if (t == "debug" || t == "DEBUG")
+    out = Level::debug;
+  else if (t == "info" || t == "INFO")
+    out = Level::info;
+  else if (t == "warn" || t == "WARN")
+    out = Level::warn;
+  else if (t == "error" || t == "ERROR")
+    out = Level::error;
+  else
+    return false;
   return true;
 }
 
@@ -43,11 +58,21 @@ void json_escape(std::string& out, std::string_view s) {
   static const char* hex = "0123456789abcdef";
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           out += "\\u00";

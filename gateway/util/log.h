@@ -48,10 +48,18 @@ class Line {
   std::string buf_;
 };
 
-inline Line debug(std::string_view msg) { return Line(Level::debug, msg); }
-inline Line info(std::string_view msg) { return Line(Level::info, msg); }
-inline Line warn(std::string_view msg) { return Line(Level::warn, msg); }
-inline Line error(std::string_view msg) { return Line(Level::error, msg); }
+inline Line debug(std::string_view msg) {
+  return Line(Level::debug, msg);
+}
+inline Line info(std::string_view msg) {
+  return Line(Level::info, msg);
+}
+inline Line warn(std::string_view msg) {
+  return Line(Level::warn, msg);
+}
+inline Line error(std::string_view msg) {
+  return Line(Level::error, msg);
+}
 
 // Writes one complete line (a newline is appended) to fd with a single write(2).
 void write_line(int fd, std::string& line);

@@ -83,3 +83,23 @@ TEST(ReasonPhrase, StandardCodes) {
 
 }  // namespace
 }  // namespace hsp::http
+
+namespace hsp::http {
+namespace {
+
+TEST(Cookie, FindsByExactNameAcrossFields) {
+  HeaderMap h;
+  h.add("Cookie", "a=1; lb=\"xyz\" ");
+  h.add("cookie", "Session=s1;session=s2");
+  std::string_view v;
+  ASSERT_TRUE(find_cookie(h, "lb", v));
+  EXPECT_EQ(v, "xyz");
+  ASSERT_TRUE(find_cookie(h, "session", v));
+  EXPECT_EQ(v, "s2");  // names are case-sensitive, as Go's Request.Cookie
+  EXPECT_FALSE(find_cookie(h, "missing", v));
+  ASSERT_TRUE(find_cookie(h, "SESSION", v, /*ignore_case=*/true));
+  EXPECT_EQ(v, "s1");
+}
+
+}  // namespace
+}  // namespace hsp::http
