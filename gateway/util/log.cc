@@ -123,51 +123,43 @@ Line::~Line() {
   write_line(g_fd.load(std::memory_order_relaxed), buf_);
 }
 
-Line& Line::kv(std::string_view key, std::string_view value) {
-  if (!enabled_) return *this;
+// Starts the member `"key":`; false when the line is filtered out by level.
+bool Line::begin_member(std::string_view key) {
+  if (!enabled_) return false;
   buf_ += ",\"";
   buf_ += key;
-  buf_ += "\":\"";
+  buf_ += "\":";
+  return true;
+}
+
+Line& Line::kv(std::string_view key, std::string_view value) {
+  if (!begin_member(key)) return *this;
+  buf_ += '"';
   json_escape(buf_, value);
   buf_ += '"';
   return *this;
 }
 
 Line& Line::kv(std::string_view key, int64_t value) {
-  if (!enabled_) return *this;
-  buf_ += ",\"";
-  buf_ += key;
-  buf_ += "\":";
-  buf_ += std::to_string(value);
+  if (begin_member(key)) buf_ += std::to_string(value);
   return *this;
 }
 
 Line& Line::kv(std::string_view key, uint64_t value) {
-  if (!enabled_) return *this;
-  buf_ += ",\"";
-  buf_ += key;
-  buf_ += "\":";
-  buf_ += std::to_string(value);
+  if (begin_member(key)) buf_ += std::to_string(value);
   return *this;
 }
 
 Line& Line::kv(std::string_view key, double value) {
-  if (!enabled_) return *this;
+  if (!begin_member(key)) return *this;
   char b[32];
   std::snprintf(b, sizeof b, "%.6g", value);
-  buf_ += ",\"";
-  buf_ += key;
-  buf_ += "\":";
   buf_ += b;
   return *this;
 }
 
 Line& Line::kv(std::string_view key, bool value) {
-  if (!enabled_) return *this;
-  buf_ += ",\"";
-  buf_ += key;
-  buf_ += "\":";
-  buf_ += value ? "true" : "false";
+  if (begin_member(key)) buf_ += value ? "true" : "false";
   return *this;
 }
 

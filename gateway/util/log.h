@@ -44,6 +44,8 @@ class Line {
   Line& kv(std::string_view key, bool value);
 
  private:
+  bool begin_member(std::string_view key);
+
   bool enabled_;
   std::string buf_;
 };
