@@ -71,6 +71,7 @@ struct Args {
   std::string config;
   int threads = 0;
   int demo_port = 8080;
+  bool demo_port_set = false;
   bool bad = false;
   std::string error;
 };
@@ -98,7 +99,8 @@ Args parse_args(int argc, char** argv) {
       long n = std::strtol(v.c_str(), &end, 10);
       if (v.empty() || *end != '\0' || n < lo || n > hi) {
         a.bad = true;
-        a.error = std::string("bad value for ") + name + ": " + v;
+        a.error = std::string("bad value for ") + name + ": '" + v + "' (expected " +
+                  std::to_string(lo) + " to " + std::to_string(hi) + ")";
         return 0;
       }
       return static_cast<int>(n);
@@ -108,7 +110,8 @@ Args parse_args(int argc, char** argv) {
     } else if (arg == "--threads" || arg.rfind("--threads=", 0) == 0) {
       a.threads = number("--threads", 1, 1024);
     } else if (arg == "--demo-port" || arg.rfind("--demo-port=", 0) == 0) {
-      a.demo_port = number("--demo-port", 1, 65534);
+      a.demo_port = number("--demo-port", 1, 65534);  // the demo also takes PORT+1
+      a.demo_port_set = true;
     } else if (arg == "--adapter" || arg.rfind("--adapter=", 0) == 0) {
       std::string v = value("--adapter");  // accepted for Caddy's CLI habits
       if (v != "caddyfile") {
@@ -120,17 +123,28 @@ Args parse_args(int argc, char** argv) {
       a.error = "unknown argument: " + arg;
     }
   }
+  if (!a.bad && a.demo_port_set && !a.config.empty()) {
+    a.bad = true;
+    a.error = "--demo-port applies to the embedded demo only, not with --config";
+  }
   return a;
 }
 
-int usage(const std::string& error) {
-  if (!error.empty()) std::fprintf(stderr, "hsp-gateway: %s\n", error.c_str());
-  std::fprintf(stderr,
+void print_usage(FILE* out) {
+  std::fprintf(out,
                "usage:\n"
                "  hsp-gateway run [--config FILE] [--threads N] [--demo-port PORT]\n"
                "  hsp-gateway adapt --config FILE\n"
                "  hsp-gateway validate --config FILE\n"
-               "  hsp-gateway version\n");
+               "  hsp-gateway version\n"
+               "  hsp-gateway help\n"
+               "run without --config serves the embedded demo: 127.0.0.1:PORT proxying to a demo\n"
+               "page on 127.0.0.1:PORT+1 (PORT defaults to 8080).\n");
+}
+
+int usage(const std::string& error) {
+  if (!error.empty()) std::fprintf(stderr, "hsp-gateway: %s\n", error.c_str());
+  print_usage(stderr);
   return 2;
 }
 
@@ -184,16 +198,18 @@ int run(const Args& a) {
     log_errors("listen_failed", errs);
     return 1;
   }
+  const std::string config_name = a.config.empty() ? std::string("<demo>") : a.config;
   log::info("config_loaded")
       .kv("generation", generation)
-      .kv("config", a.config.empty() ? std::string("<demo>") : a.config)
-      .kv("threads", dp.threads());
+      .kv("config", config_name)
+      .kv("threads", dp.threads())
+      .kv("reload", false);
 
   for (;;) {
     int sig = 0;
     if (sigwait(&set, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      log::info("reload_requested").kv("config", a.config.empty() ? "<demo>" : a.config);
+      log::info("reload_requested").kv("config", config_name);
       auto next = load(a);
       if (!next) {
         log_errors("reload_failed", next.errors());
@@ -209,7 +225,11 @@ int run(const Args& a) {
       store.publish(*next_snap);
       Errors lerrs = dp.sync_listeners();
       log_errors("listen_failed", lerrs);
-      log::info("config_loaded").kv("generation", generation).kv("reload", true);
+      log::info("config_loaded")
+          .kv("generation", generation)
+          .kv("config", config_name)
+          .kv("threads", dp.threads())
+          .kv("reload", true);
       continue;
     }
     // SIGTERM / SIGINT: drain.
@@ -240,6 +260,8 @@ int run(const Args& a) {
     }
     if (!drained) {
       log::warn("grace_period_expired").kv("open_connections", dp.open_connections());
+      // Cut what is left so each request still ends with its access-log line.
+      dp.abort(std::chrono::steady_clock::now() + std::chrono::seconds(1));
     }
     dp.stop();
     log::info("stopped");
@@ -281,6 +303,10 @@ int validate(const Args& a) {
 
 int main(int argc, char** argv) {
   Args a = parse_args(argc, argv);
+  if (a.command == "help" || a.command == "--help" || a.command == "-h") {
+    print_usage(stdout);
+    return 0;
+  }
   if (a.bad) return usage(a.error);
   if (a.command == "version") {
     std::printf("hsp-gateway %s\n", HSP_VERSION);

@@ -8,9 +8,10 @@ build_pkgs=(
   libboost1.81-dev libssl-dev libnghttp2-dev
   libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev
   libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
+  python3  # CMake configures the integration tests even when only the gateway is built
 )
 test_pkgs=(
-  curl wrk nghttp2-client caddy python3 procps iproute2
+  curl wrk nghttp2-client caddy procps iproute2
 )
 
 missing=()

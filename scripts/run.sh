@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-HSP_BUILD_DIR=${HSP_BUILD_DIR:-build} ./scripts/build.sh -DHSP_BUILD_TESTS=OFF -DHSP_BUILD_BENCH=OFF
+HSP_BUILD_DIR=${HSP_BUILD_DIR:-build} HSP_TARGETS=hsp-gateway ./scripts/build.sh
 exec "${HSP_BUILD_DIR:-build}/gateway/hsp-gateway" run "$@"

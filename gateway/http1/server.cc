@@ -339,6 +339,20 @@ bool DataPlane::drain(std::chrono::steady_clock::time_point deadline) {
   }
 }
 
+bool DataPlane::abort(std::chrono::steady_clock::time_point deadline) {
+  Impl& m = *impl_;
+  m.shared.aborting.store(true, std::memory_order_release);
+  for (auto& w : m.workers) {
+    Worker* wp = w.get();
+    asio::post(*wp->ioc, [wp] { abort_connections(*wp); });
+  }
+  while (m.shared.open_conns.load(std::memory_order_relaxed) > 0) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
 void DataPlane::stop() {
   Impl& m = *impl_;
   if (m.health) {

@@ -57,9 +57,11 @@ class DataPlane {
 
   // Shutdown in steps: stop_accepting() closes every listener; drain() closes idle keep-alive
   // connections, lets requests in flight finish and returns true once no connection is left,
-  // or false at the deadline; stop() stops the workers (connections still open are dropped).
+  // or false at the deadline; abort() then cuts the connections still open and waits (until
+  // its deadline) for their requests to end and be logged; stop() stops the workers.
   void stop_accepting();
   bool drain(std::chrono::steady_clock::time_point deadline);
+  bool abort(std::chrono::steady_clock::time_point deadline);
   void stop();
 
   int threads() const;

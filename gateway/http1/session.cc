@@ -452,6 +452,9 @@ asio::awaitable<void> Session::write_error_and_close(int status, std::string_vie
 
 void Session::finish(Exchange& x) {
   if (!x.log || !x.log->enabled) return;
+  // Whatever the request saw last (usually its client socket closing), it ended because the
+  // shutdown grace period ran out.
+  if (w_.shared.aborting.load(std::memory_order_acquire)) x.end_reason = "grace_period_expired";
   AccessRecord rec;
   rec.req = &x.req;
   rec.uri = x.orig_uri;
@@ -1075,6 +1078,37 @@ asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
       st->header_timer.cancel();
     };
 
+    // Watch the client while we wait: an upstream that takes long to answer (or streams an idle
+    // body) must be abandoned when the client goes away. Only when no body pump is reading the
+    // client socket and no pipelined bytes wait in buf_ (the watch reads the same socket).
+    auto ws = std::make_shared<WatchState>(stream_.get_executor());
+    bool watching = false;
+    auto start_watch = [&] {
+      watching = true;
+      stream_.expires_never();  // the watch may last as long as the exchange; writes set their own
+      asio::co_spawn(stream_.get_executor(), watch_client(ws, us.get()), [ws](std::exception_ptr) {
+        ws->done = true;
+        ws->wake.cancel();
+      });
+    };
+    // Ends the watch and waits for it; true when it saw the client go away.
+    auto stop_watch = [&]() -> asio::awaitable<bool> {
+      if (!watching) co_return false;
+      watching = false;
+      ws->stopping = !ws->client_gone;
+      if (!ws->done) {
+        error_code ignored;
+        stream_.socket().cancel(ignored);
+      }
+      while (!ws->done) {
+        ws->wake.expires_after(std::chrono::hours(24));
+        error_code e;
+        co_await ws->wake.async_wait(redirect_error(use_awaitable, e));
+      }
+      co_return ws->client_gone;
+    };
+    if (!pumping && buf_.size() == 0) start_watch();
+
     // The response head; interim 1xx answers other than 101 are skipped.
     beast::flat_buffer ubuf;
     std::optional<ResParser> rpar;
@@ -1097,9 +1131,10 @@ asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
                    (ec == http::error::end_of_stream || ec == asio::error::eof ||
                     ec == asio::error::connection_reset);
       co_await stop_pump(true);
+      bool client_gone = co_await stop_watch();
       if (st->too_large) {
         fail = Fail::too_large;
-      } else if (st->client_error) {
+      } else if (st->client_error || client_gone) {
         fail = Fail::client_closed;
       } else if (stale && !has_body && idempotent && !stale_retried) {
         stale_retried = true;
@@ -1205,6 +1240,7 @@ asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
     }
 
     if (switching) {
+      co_await stop_watch();  // the tunnel reads the client itself
       co_await stop_pump(false);
       x.end_reason = "upgraded";
       co_await tunnel(*us, ubuf);
@@ -1214,15 +1250,10 @@ asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
     // The response body: upstream -> client, one piece at a time, written as soon as read.
     bool up_ok = true;
     bool client_ok = true;
-    auto ws = std::make_shared<WatchState>(stream_.get_executor());
-    bool watching = false;
-    if (body_expected && !rpar->is_done() && (!pumping || st->done) && buf_.size() == 0) {
-      watching = true;
-      stream_.expires_never();  // the watch may last as long as the stream; writes set their own
-      asio::co_spawn(stream_.get_executor(), watch_client(ws, us.get()), [ws](std::exception_ptr) {
-        ws->done = true;
-        ws->wake.cancel();
-      });
+    if (!(body_expected && !rpar->is_done())) {
+      if (co_await stop_watch()) x.end_reason = "client_closed";
+    } else if (!watching && (!pumping || st->done) && buf_.size() == 0) {
+      start_watch();
     }
     if (body_expected) {
       auto [u, c] = co_await relay_response_body(x, *us, ubuf, *rpar, chunked_down, read_to,
@@ -1232,22 +1263,10 @@ asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
     } else if (!rpar->is_done()) {
       up_ok = false;  // a body we do not forward (HEAD is skipped by the parser): not reusable
     }
-    if (watching) {
-      ws->stopping = !ws->client_gone;
-      if (!ws->done) {
-        error_code ignored;
-        stream_.socket().cancel(ignored);
-      }
-      while (!ws->done) {
-        ws->wake.expires_after(std::chrono::hours(24));
-        error_code e;
-        co_await ws->wake.async_wait(redirect_error(use_awaitable, e));
-      }
-      if (ws->client_gone) {
-        client_ok = false;
-        up_ok = false;
-        x.end_reason = "client_closed";
-      }
+    if (co_await stop_watch()) {
+      client_ok = false;
+      up_ok = false;
+      x.end_reason = "client_closed";
     }
 
     bool pump_ok = true;
@@ -1300,6 +1319,14 @@ asio::awaitable<void> serve_connection(Worker& w, tcp::socket sock, ListenerKey 
     log::error("connection_failed").kv("conn_id", id).kv("error", e.what());
   } catch (...) {
     log::error("connection_failed").kv("conn_id", id).kv("error", "unknown exception");
+  }
+}
+
+void abort_connections(Worker& w) {
+  for (ConnSlot* slot : w.conns) {
+    error_code ec;
+    slot->stream->socket().shutdown(tcp::socket::shutdown_both, ec);
+    slot->stream->socket().cancel(ec);
   }
 }
 

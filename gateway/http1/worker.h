@@ -28,6 +28,7 @@ using Clock = std::chrono::steady_clock;
 // Process-wide state every worker reads.
 struct Shared {
   std::atomic<bool> draining{false};
+  std::atomic<bool> aborting{false};  // the grace period ran out: cut what is still open
   std::atomic<int64_t> open_conns{0};
   std::atomic<uint64_t> next_conn_id{1};
 };
@@ -128,6 +129,9 @@ asio::awaitable<void> serve_connection(Worker& w, tcp::socket sock, ListenerKey 
 
 // Closes every idle downstream connection of the worker (runs on the worker's thread).
 void close_idle_connections(Worker& w);
+// Cancels every downstream connection of the worker, busy ones too, so that their requests end
+// (and are logged) before the worker stops (runs on the worker's thread).
+void abort_connections(Worker& w);
 
 // The active health checker: a thread of its own that probes every upstream of the current
 // snapshot's reverse_proxy handlers that has health_uri set.

@@ -70,6 +70,17 @@ class CliTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertRegex(out + err, r"\d+\.\d+")
 
+    def test_help_exits_zero_and_names_the_demo_port(self):
+        rc, out, err = self.run_cli("help")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("--demo-port", out)
+
+    def test_demo_port_with_config_is_refused(self):
+        path = self.write("good.caddyfile", GOOD % {"port": harness.free_port()})
+        rc, out, err = self.run_cli("run", "--config", path, "--demo-port", "9000")
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn("--demo-port applies to the embedded demo only", err)
+
     def test_validate_good(self):
         path = self.write("good.caddyfile", GOOD % {"port": harness.free_port()})
         rc, out, err = self.run_cli("validate", "--config", path)

@@ -12,6 +12,9 @@ SITE = """
 :__PORT__ {
 	bind 127.0.0.1
 	reverse_proxy __UP__
+	log {
+		output stdout
+	}
 }
 """
 
@@ -83,6 +86,12 @@ class DrainTest(GatewayTest):
                     % (took, rc))
         slow.close()
         self.assertIsNotNone(rc, "still running 7s after SIGTERM with grace_period 1s")
+        if harness.gateway_kind() == "hsp":
+            # The cut request still gets its access-log line, saying why it ended.
+            cut = [j for j in self.gw.access_logs()
+                   if j["request"].get("uri") == "/slow?delay_ms=8000"]
+            self.assertEqual(len(cut), 1, self.gw.proc.output_tail())
+            self.assertEqual(cut[0].get("end_reason"), "grace_period_expired", cut[0])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Upgrades and streams: WebSocket echo through the gateway, and the first SSE event reaching
-the client while the upstream keeps the stream open."""
+"""Upgrades and streams: WebSocket echo through the gateway, the first SSE event reaching the
+client while the upstream keeps the stream open, and upstream requests abandoned when the client
+leaves."""
 
 import os
 import socket
@@ -153,5 +154,57 @@ class StreamingTest(GatewayTest):
             self.assertIn(b"data: bye\n\n", got)
 
 
+
+class SilentUpstream:
+    """Accepts one connection, reads the request head, never answers, and records when the
+    gateway closes the connection."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((harness.LOOPBACK, 0))
+        self.sock.listen(4)
+        self.addr = "%s:%d" % self.sock.getsockname()
+        self.got_request = threading.Event()
+        self.closed_by_peer = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        conn, _ = self.sock.accept()
+        conn.settimeout(20)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.got_request.set()
+            if not conn.recv(4096):  # blocks until the gateway closes (or 20 s pass)
+                self.closed_by_peer.set()
+        except OSError:
+            self.closed_by_peer.set()
+        finally:
+            conn.close()
+            self.sock.close()
+
+
+class AbandonTest(GatewayTest):
+    def test_client_leaving_before_the_response_head_abandons_the_upstream(self):
+        # Caddy cancels the upstream request when the client goes away; so must we, also while
+        # the upstream has not answered yet (not only while a body streams).
+        up = SilentUpstream()
+        port = free_port()
+        site = ":__PORT__ {\n\tbind 127.0.0.1\n\treverse_proxy __UP__\n}\n"
+        self.gateway(site, [port], {"PORT": port, "UP": up.addr})
+        c = Client(port, timeout=10)
+        c.send_request("GET", "/slow")
+        self.assertTrue(up.got_request.wait(5), "request never reached the upstream")
+        c.close()
+        # Bounded only to catch a gateway that waits for the upstream regardless.
+        self.assertTrue(up.closed_by_peer.wait(5),
+                        "upstream connection still open 5 s after the client left")
+
+
 if __name__ == "__main__":
-    harness.main()
+    import unittest
+    unittest.main()
