@@ -345,7 +345,16 @@ void Compiler::directive(const Directive& d, const MatcherDefs& defs, SiteExtras
                                                  "request_body", "rewrite", "uri",
                                                  "handle",       "route",   "reverse_proxy"};
   if (!handlers.count(n)) {
-    error(d.name, "unknown directive '" + n + "': not supported yet by hsp-gateway");
+    // A directive Caddy has is "not supported yet"; a name Caddy does not know is a typo (or a
+    // plugin's directive), and saying "not yet" would mislead.
+    const auto& known = caddy_directive_order();
+    static const std::set<std::string> unordered = {"bind", "tls", "log", "handle_errors",
+                                                    "import"};
+    if (std::find(known.begin(), known.end(), n) != known.end() || unordered.count(n)) {
+      error(d.name, "directive '" + n + "' is not supported yet by hsp-gateway");
+    } else {
+      error(d.name, "unknown directive '" + n + "': Caddy 2.6 has no such directive");
+    }
     return;
   }
   std::vector<MatcherSet> match;

@@ -1,5 +1,6 @@
 // Matchers: named definitions (`@name ...` lines and blocks), inline matcher tokens (`*`, a path,
 // `@name`) and the matcher types hsp-gateway supports, including `not`.
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,7 +74,13 @@ void Compiler::matcher(MatcherSet& ms, const Token& name, const std::vector<Toke
     }
     ms.protocol = args[from].text;
   } else {
-    error(name, "unknown matcher '" + n + "': not supported yet by hsp-gateway");
+    static const std::set<std::string> caddy_matchers = {"expression", "file", "vars",
+                                                         "vars_regexp"};
+    if (caddy_matchers.count(n)) {
+      error(name, "matcher '" + n + "' is not supported yet by hsp-gateway");
+    } else {
+      error(name, "unknown matcher '" + n + "': Caddy 2.6 has no such matcher");
+    }
   }
 }
 

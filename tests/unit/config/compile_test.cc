@@ -87,7 +87,7 @@ TEST(Compile, UnknownDirectiveInHandBuiltAst) {
   auto r = compile(f);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.errors()[0].str(),
-            "Caddyfile:5:3: unknown directive 'file_server': not supported yet by hsp-gateway");
+            "Caddyfile:5:3: directive 'file_server' is not supported yet by hsp-gateway");
 }
 
 TEST(Compile, ServersPerSocketAndSiteOrder) {
@@ -299,9 +299,7 @@ TEST(Compile, CollectsEveryError) {
 	respond @missing "x"
 })");
   ASSERT_EQ(errs.size(), 3u);
-  EXPECT_EQ(errs[0],
-            "Caddyfile:2:2: unknown directive 'file_server': not supported yet by "
-            "hsp-gateway");
+  EXPECT_EQ(errs[0], "Caddyfile:2:2: directive 'file_server' is not supported yet by hsp-gateway");
   EXPECT_NE(errs[1].find("unknown lb_policy 'nope'"), std::string::npos);
   EXPECT_EQ(errs[2], "Caddyfile:6:10: undefined matcher '@missing'");
 }

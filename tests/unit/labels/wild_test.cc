@@ -49,6 +49,7 @@ bool known_reason(const std::string& reason) {
       "wrong argument count",           // `rewrite /ping`: the path is taken as a matcher
       "Not a supported redir code",     // `${DOMAIN:?Missing domain}` split into two tokens
       "is not a registered directive",  // plugin directive (e.g. sablier) not in Caddy's build
+      "Caddy 2.6 has no such",          // plugin or misspelt directive/matcher: Caddy rejects it
   };
   for (const char* kind : kKinds) {
     if (reason.find(kind) != std::string::npos) return true;
