@@ -10,7 +10,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,7 @@
 #include "config/compile.h"
 #include "engine/engine.h"
 #include "http1/server.h"
+#include "labels/generate.h"
 #include "util/log.h"
 
 #ifndef HSP_VERSION
@@ -69,6 +72,8 @@ std::string demo_caddyfile(int port) {
 struct Args {
   std::string command;
   std::string config;
+  std::string labels;                  // adapt --labels FILE
+  std::vector<std::string> upstreams;  // adapt --upstream NAME (repeatable)
   int threads = 0;
   int demo_port = 8080;
   bool demo_port_set = false;
@@ -107,6 +112,10 @@ Args parse_args(int argc, char** argv) {
     };
     if (arg == "--config" || arg.rfind("--config=", 0) == 0) {
       a.config = value("--config");
+    } else if (arg == "--labels" || arg.rfind("--labels=", 0) == 0) {
+      a.labels = value("--labels");
+    } else if (arg == "--upstream" || arg.rfind("--upstream=", 0) == 0) {
+      a.upstreams.push_back(value("--upstream"));
     } else if (arg == "--threads" || arg.rfind("--threads=", 0) == 0) {
       a.threads = number("--threads", 1, 1024);
     } else if (arg == "--demo-port" || arg.rfind("--demo-port=", 0) == 0) {
@@ -135,6 +144,7 @@ void print_usage(FILE* out) {
                "usage:\n"
                "  hsp-gateway run [--config FILE] [--threads N] [--demo-port PORT]\n"
                "  hsp-gateway adapt --config FILE\n"
+               "  hsp-gateway adapt --labels FILE [--upstream NAME]...\n"
                "  hsp-gateway validate --config FILE\n"
                "  hsp-gateway version\n"
                "  hsp-gateway help\n"
@@ -269,8 +279,49 @@ int run(const Args& a) {
   }
 }
 
+// `adapt --labels FILE`: one label set in CDP's golden-file format -> the Caddyfile CDP would
+// generate from it, {{upstreams}} expanding to the --upstream names. Blocks our compiler cannot
+// load yet are named on stderr (CDP would drop them); the text printed is the whole translation.
+int adapt_labels(const Args& a) {
+  std::ifstream in(a.labels, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "%s: cannot read the label file\n", a.labels.c_str());
+    return 1;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  auto parsed = labels::parse_label_text(text.str());
+  if (!parsed) {
+    for (const auto& e : parsed.errors()) {
+      std::fprintf(stderr, "%s: %s\n", a.labels.c_str(), e.str().c_str());
+    }
+    return 1;
+  }
+  labels::Source src;
+  src.name = "labels " + a.labels;
+  src.labels = std::move(*parsed);
+  src.upstream_targets = a.upstreams;
+  labels::GenerateOptions opts;
+  opts.process = false;
+  auto out = labels::generate({src}, opts);
+  for (const auto& p : out.problems) std::fprintf(stderr, "%s\n", p.c_str());
+  opts.process = true;
+  for (const auto& d : labels::generate({src}, opts).dropped) {
+    std::fprintf(stderr, "not loadable by hsp-gateway yet: %s: %s\n", d.block.c_str(),
+                 d.reason.c_str());
+  }
+  std::fwrite(out.caddyfile.data(), 1, out.caddyfile.size(), stdout);
+  if (out.caddyfile.empty() || out.caddyfile.back() != '\n') std::fputc('\n', stdout);
+  return out.problems.empty() ? 0 : 1;
+}
+
 int adapt(const Args& a) {
-  if (a.config.empty()) return usage("adapt needs --config FILE");
+  if (!a.labels.empty()) {
+    if (!a.config.empty()) return usage("adapt takes --config or --labels, not both");
+    return adapt_labels(a);
+  }
+  if (!a.upstreams.empty()) return usage("--upstream goes with adapt --labels");
+  if (a.config.empty()) return usage("adapt needs --config FILE or --labels FILE");
   auto cfg = config::load_caddyfile(a.config);
   if (!cfg) {
     for (const auto& e : cfg.errors()) std::fprintf(stderr, "%s\n", e.str().c_str());

@@ -81,6 +81,25 @@ class CliTest(unittest.TestCase):
         self.assertEqual(rc, 2, out + err)
         self.assertIn("--demo-port applies to the embedded demo only", err)
 
+    def test_adapt_labels_prints_what_cdp_prints(self):
+        # caddy-docker-proxy's generator goldens: labels in, Caddyfile out, {{upstreams}} fixed
+        # to the single target "target" (see ../shared/conformance/cdp-testdata/MANIFEST.md).
+        root = os.path.join(harness.HERE, "..", "..", "..", "shared", "conformance",
+                            "cdp-testdata", "generator", "testdata", "labels")
+        files = sorted(f for f in os.listdir(root) if f.endswith(".txt"))
+        self.assertEqual(len(files), 9, root)
+        for name in files:
+            with open(os.path.join(root, name)) as f:
+                labels_part, expected = f.read().split("----------", 1)
+            path = self.write(name + ".labels", labels_part)
+            rc, out, err = self.run_cli("adapt", "--labels", path, "--upstream", "target")
+            expected = expected.strip()
+            if expected.startswith("err:"):
+                self.assertEqual(rc, 1, name)
+                self.assertTrue(err.strip(), name)
+                continue
+            self.assertEqual(out.strip(), expected, name + "\n" + err)
+
     def test_validate_good(self):
         path = self.write("good.caddyfile", GOOD % {"port": harness.free_port()})
         rc, out, err = self.run_cli("validate", "--config", path)
