@@ -283,6 +283,9 @@ void echo_handler(int fd, int) {
 // ---------------------------------------------------------------------------------------------
 // The gateway under test.
 
+// Global options every test config starts with.
+const char* kGlobal = "{\n\tadmin off\n}\n";
+
 std::string subst(std::string text, const std::map<std::string, std::string>& vars) {
   for (const auto& [k, v] : vars) {
     for (size_t pos; (pos = text.find(k)) != std::string::npos;) text.replace(pos, k.size(), v);
@@ -316,6 +319,12 @@ class Gateway {
   DataPlane& dp() { return *dp_; }
   // The port bound for a site written as "http://host:0" with `bind 127.0.0.1`.
   uint16_t port() const { return dp_ ? dp_->bound_port("127.0.0.1", 0) : 0; }
+  // Loads kGlobal plus `sites` (UP stands for the upstream's port) and returns the port the
+  // gateway bound for "http://127.0.0.1:0".
+  uint16_t load_sites(const std::string& sites, uint16_t up_port) {
+    load(subst(std::string(kGlobal) + sites, {{"UP", std::to_string(up_port)}}));
+    return port();
+  }
 
  private:
   engine::UpstreamRegistry registry_;
@@ -323,8 +332,6 @@ class Gateway {
   std::unique_ptr<DataPlane> dp_;
   uint64_t generation_ = 0;
 };
-
-const char* kGlobal = "{\n\tadmin off\n}\n";
 
 std::string get(const std::string& path, const std::string& extra = "") {
   return "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra + "\r\n";
@@ -345,13 +352,11 @@ Message roundtrip(uint16_t port, const std::string& request, bool head_request =
 // ---------------------------------------------------------------------------------------------
 
 TEST(DataPlane, RespondWritesStatusBodyAndHeaders) {
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\theader X-Test yes\n"
-                   "\trespond \"hello\" 201\n}\n",
-               {{"GW", std::to_string(gw)}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\theader X-Test yes\n"
+      "\trespond \"hello\" 201\n}\n",
+      0);
   Message m = roundtrip(gw, get("/"));
   ASSERT_TRUE(m.ok);
   EXPECT_EQ(m.status(), 201);
@@ -363,12 +368,8 @@ TEST(DataPlane, RespondWritesStatusBodyAndHeaders) {
 }
 
 TEST(DataPlane, UnknownHostGetsEmpty200) {
-  uint16_t gw = 0;
   Gateway g;
-  g.load(
-      subst(std::string(kGlobal) + "http://a.example:0 {\n\tbind 127.0.0.1\n\trespond \"a\"\n}\n",
-            {{"GW", std::to_string(gw)}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites("http://a.example:0 {\n\tbind 127.0.0.1\n\trespond \"a\"\n}\n", 0);
   Message m = roundtrip(gw, "GET / HTTP/1.1\r\nHost: other.example\r\n\r\n");
   ASSERT_TRUE(m.ok);
   EXPECT_EQ(m.status(), 200);
@@ -379,12 +380,9 @@ TEST(DataPlane, UnknownHostGetsEmpty200) {
 
 TEST(DataPlane, ProxyKeepsUpstreamConnectionsAlive) {
   Upstream up(echo_handler);
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
   // Three requests on one client connection, then two more on new client connections.
   int fd = connect_to(gw);
   ASSERT_GE(fd, 0);
@@ -407,12 +405,9 @@ TEST(DataPlane, ProxyKeepsUpstreamConnectionsAlive) {
 
 TEST(DataPlane, PipelinedRequestsAreAnsweredInOrder) {
   Upstream up(echo_handler);
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
   int fd = connect_to(gw);
   ASSERT_TRUE(send_all(fd, get("/p1") + get("/p2") + get("/p3")));
   std::string buf;
@@ -436,12 +431,9 @@ TEST(DataPlane, ForwardedHeadersAndHopByHopFields) {
     }
     send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nKeep-Alive: timeout=5\r\n\r\n");
   });
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
   Message m = roundtrip(gw, get("/f",
                                 "Connection: X-Private\r\nX-Private: 1\r\n"
                                 "X-Forwarded-For: 6.6.6.6\r\n"));
@@ -456,13 +448,12 @@ TEST(DataPlane, ForwardedHeadersAndHopByHopFields) {
 }
 
 TEST(DataPlane, RefusedUpstreamIs502) {
-  uint16_t gw = 0;
   uint16_t dead = free_port();
   Gateway g;
   g.load(subst(std::string(kGlobal) +
                    "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(dead)}}));
-  gw = g.port();
+               {{"UP", std::to_string(dead)}}));
+  uint16_t gw = g.port();
   Message m = roundtrip(gw, get("/"));
   ASSERT_TRUE(m.ok);
   EXPECT_EQ(m.status(), 502);
@@ -475,13 +466,11 @@ TEST(DataPlane, ResponseHeaderTimeoutIs504) {
     while (read_more(fd, buf)) {
     }  // never answers; returns when the gateway gives up
   });
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP {\n"
-                   "\t\ttransport http {\n\t\t\tresponse_header_timeout 200ms\n\t\t}\n\t}\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP {\n"
+      "\t\ttransport http {\n\t\t\tresponse_header_timeout 200ms\n\t\t}\n\t}\n}\n",
+      up.port());
   Message m = roundtrip(gw, get("/slow"));
   ASSERT_TRUE(m.ok);
   EXPECT_EQ(m.status(), 504);
@@ -489,12 +478,9 @@ TEST(DataPlane, ResponseHeaderTimeoutIs504) {
 
 TEST(DataPlane, HeadLimitsGive431And414) {
   Upstream up(echo_handler);
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
   Message big = roundtrip(gw, get("/", "X-Huge: " + std::string(2 << 20, 'h') + "\r\n"));
   ASSERT_TRUE(big.ok);
   EXPECT_EQ(big.status(), 431);
@@ -509,14 +495,11 @@ TEST(DataPlane, HeadLimitsGive431And414) {
 
 TEST(DataPlane, RequestBodyMaxSizeGives413) {
   Upstream up(echo_handler);
-  uint16_t gw = 0;
   Gateway g;
-  g.load(
-      subst(std::string(kGlobal) +
-                "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\trequest_body {\n\t\tmax_size 10\n\t}\n"
-                "\treverse_proxy 127.0.0.1:UP\n}\n",
-            {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\trequest_body {\n\t\tmax_size 10\n\t}\n"
+      "\treverse_proxy 127.0.0.1:UP\n}\n",
+      up.port());
   std::string body(100, 'b');
   Message known =
       roundtrip(gw, "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n" + body);
@@ -557,12 +540,9 @@ TEST(DataPlane, ChunkedBodiesBothWays) {
                      "\r\n" + half + "\r\n" + l2 + "\r\n" + rest + "\r\n0\r\n\r\n");
     read_message(fd, buf, false);
   });
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
   std::string payload(100000, 'x');
   for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>('a' + i % 26);
   std::string req = "POST /c HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -600,12 +580,9 @@ TEST(DataPlane, UpgradeIsTunnelledBothWays) {
       if (!send_all(fd, std::string_view(tmp, static_cast<size_t>(n)))) return;
     }
   });
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
   int fd = connect_to(gw);
   ASSERT_TRUE(send_all(fd, get("/ws", "Connection: Upgrade\r\nUpgrade: echo\r\n")));
   std::string buf;
@@ -637,12 +614,9 @@ TEST(DataPlane, EventStreamChunkArrivesWhileUpstreamKeepsStreamOpen) {
     cv.wait(lock, [&] { return release; });  // the stream stays open until the client saw it
     send_all(fd, "b\r\ndata: two\n\n\r\n0\r\n\r\n");
   });
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
   int fd = connect_to(gw);
   ASSERT_TRUE(send_all(fd, get("/events")));
   std::string buf;
@@ -681,12 +655,9 @@ TEST(DataPlane, StalePooledConnectionRetriedOnlyForIdempotentRequests) {
     if (second.ok) ++requests;
     ::shutdown(fd, SHUT_RDWR);  // closes without answering
   });
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
   EXPECT_EQ(roundtrip(gw, get("/1")).status(), 200);
   Message retried = roundtrip(gw, get("/2"));
   EXPECT_EQ(retried.status(), 200);
@@ -699,17 +670,14 @@ TEST(DataPlane, StalePooledConnectionRetriedOnlyForIdempotentRequests) {
 TEST(DataPlane, DialFailuresRetriedWithinTryDuration) {
   Upstream good(echo_handler);
   uint16_t dead = free_port();
-  uint16_t gw = 0;
   Gateway g;
   g.load(subst(
       std::string(kGlobal) +
           "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:DEAD 127.0.0.1:UP {\n"
           "\t\tlb_policy first\n\t\tlb_try_duration 5s\n\t\tlb_try_interval 10ms\n"
           "\t}\n}\n",
-      {{"GW", std::to_string(gw)},
-       {"UP", std::to_string(good.port())},
-       {"DEAD", std::to_string(dead)}}));
-  gw = g.port();
+      {{"UP", std::to_string(good.port())}, {"DEAD", std::to_string(dead)}}));
+  uint16_t gw = g.port();
   Message m = roundtrip(gw, "POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\nz");
   ASSERT_TRUE(m.ok);
   EXPECT_EQ(m.status(), 200);
@@ -760,12 +728,9 @@ TEST(DataPlane, DrainLetsRequestInFlightFinish) {
     cv.wait(lock, [&] { return release; });
     send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone");
   });
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
   int idle = connect_to(gw);  // an idle keep-alive connection: closed by the drain
   int busy = connect_to(gw);
   ASSERT_TRUE(send_all(busy, get("/slow")));
@@ -792,12 +757,9 @@ TEST(DataPlane, DrainLetsRequestInFlightFinish) {
 
 TEST(DataPlane, ExpectContinueIsAnsweredBeforeTheBodyIsRead) {
   Upstream up(echo_handler);
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
   int fd = connect_to(gw);
   ASSERT_TRUE(send_all(fd,
                        "PUT /e HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n"
@@ -833,17 +795,14 @@ TEST(DataPlane, ActiveHealthChecksSteerAwayFromFailingUpstream) {
   };
   Upstream bad(make("bad", 503));
   Upstream good(make("good", 200));
-  uint16_t gw = 0;
   Gateway g;
   g.load(subst(
       std::string(kGlobal) +
           "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:BAD 127.0.0.1:GOOD {\n"
           "\t\tlb_policy first\n\t\thealth_uri /health\n"
           "\t\thealth_interval 50ms\n\t}\n}\n",
-      {{"GW", std::to_string(gw)},
-       {"BAD", std::to_string(bad.port())},
-       {"GOOD", std::to_string(good.port())}}));
-  gw = g.port();
+      {{"BAD", std::to_string(bad.port())}, {"GOOD", std::to_string(good.port())}}));
+  uint16_t gw = g.port();
   std::string last;
   for (int i = 0; i < 200 && last != "good"; ++i) {
     last = roundtrip(gw, get("/")).body;
@@ -868,14 +827,12 @@ TEST(DataPlane, MaxConnsPerHostMakesRequestsWaitForAConnection) {
       if (!send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) return;
     }
   });
-  uint16_t gw = 0;
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP {\n"
-                   "\t\ttransport http {\n\t\t\tmax_conns_per_host 1\n"
-                   "\t\t\tdial_timeout 10s\n\t\t}\n\t}\n}\n",
-               {{"GW", std::to_string(gw)}, {"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.load_sites(
+      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP {\n"
+      "\t\ttransport http {\n\t\t\tmax_conns_per_host 1\n"
+      "\t\t\tdial_timeout 10s\n\t\t}\n\t}\n}\n",
+      up.port());
   int a = connect_to(gw);
   ASSERT_TRUE(send_all(a, get("/hold")));
   while (up.accepts() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -910,12 +867,11 @@ TEST(DataPlane, CloseDelimitedUpstreamBodyIsChunkedForHttp11AndHeadHasNoBody) {
       return;
     }
   });
-  uint16_t gw = 0;
   Gateway g;
   g.load(subst(std::string(kGlobal) +
                    "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
                {{"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.port();
   Message m = roundtrip(gw, get("/"));
   ASSERT_TRUE(m.ok);
   EXPECT_EQ(m.headers["transfer-encoding"], "chunked");
@@ -937,13 +893,12 @@ TEST(DataPlane, AccessLogLineGoesToTheConfiguredFile) {
   int tmp = ::mkstemp(path);
   ASSERT_GE(tmp, 0);
   ::close(tmp);
-  uint16_t gw = 0;
   Gateway g;
   g.load(subst(std::string(kGlobal) +
                    "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\tlog {\n\t\toutput file PATH\n"
                    "\t}\n\treverse_proxy 127.0.0.1:UP\n}\n",
                {{"UP", std::to_string(up.port())}, {"PATH", path}}));
-  gw = g.port();
+  uint16_t gw = g.port();
   EXPECT_EQ(roundtrip(gw,
                       "POST /logged?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                       "Content-Length: 5\r\n\r\n12345")
@@ -982,12 +937,11 @@ TEST(DataPlane, DrainClosesUpgradedTunnels) {
     while (::recv(fd, tmp, sizeof tmp, 0) > 0) {
     }
   });
-  uint16_t gw = 0;
   Gateway g;
   g.load(subst(std::string(kGlobal) +
                    "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
                {{"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.port();
   int fd = connect_to(gw);
   ASSERT_TRUE(send_all(fd, get("/ws", "Connection: Upgrade\r\nUpgrade: echo\r\n")));
   std::string buf;
@@ -1008,12 +962,11 @@ TEST(DataPlane, Http10ClientsGetHttp10AnswersAndCloseDelimitedBodies) {
     send_all(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
     read_message(fd, buf, false);
   });
-  uint16_t gw = 0;
   Gateway g;
   g.load(subst(std::string(kGlobal) +
                    "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
                {{"UP", std::to_string(up.port())}}));
-  gw = g.port();
+  uint16_t gw = g.port();
   // No Host (allowed in 1.0): routed as an unknown host; with Host: proxied.
   Message m = roundtrip(gw, "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
   ASSERT_TRUE(m.ok);
