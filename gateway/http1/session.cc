@@ -16,8 +16,9 @@
 //
 // The request body is pumped upstream by a second coroutine while this one waits for the
 // response, so an upstream that answers early (or echoes while reading) never deadlocks against
-// us. While a response body streams, a read on the client socket watches for the client going
-// away (an idle event stream would otherwise hold its upstream forever).
+// us. While the response head is awaited and while its body streams, a read on the client socket
+// watches for the client going away (a slow upstream or an idle event stream would otherwise
+// hold the exchange until the upstream answers); the pump, when running, does that job itself.
 //
 // Retries (issue 2: "only before any byte went upstream"): a dial failure is retried for any
 // method within lb_try_duration (Caddy does the same); a pooled connection found dead when the
