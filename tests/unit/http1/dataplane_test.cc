@@ -889,8 +889,8 @@ TEST(DataPlane, CloseDelimitedUpstreamBodyIsChunkedForHttp11AndHeadHasNoBody) {
 
 TEST(DataPlane, AccessLogLineGoesToTheConfiguredFile) {
   Upstream up(echo_handler);
-  char path[] = "/tmp/hsp-access-XXXXXX";
-  int tmp = ::mkstemp(path);
+  std::string path = ::testing::TempDir() + "hsp-access-XXXXXX";
+  int tmp = ::mkstemp(path.data());
   ASSERT_GE(tmp, 0);
   ::close(tmp);
   Gateway g;
@@ -908,7 +908,7 @@ TEST(DataPlane, AccessLogLineGoesToTheConfiguredFile) {
   std::string text;
   for (int i = 0; i < 500 && text.find('\n') == std::string::npos; ++i) {
     text.clear();
-    FILE* f = std::fopen(path, "r");
+    FILE* f = std::fopen(path.c_str(), "r");
     ASSERT_NE(f, nullptr);
     char chunk[4096];
     size_t n;
@@ -918,7 +918,7 @@ TEST(DataPlane, AccessLogLineGoesToTheConfiguredFile) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
-  ::unlink(path);
+  ::unlink(path.c_str());
   for (const char* want : {"\"uri\":\"/logged?x=1\"", "\"method\":\"POST\"", "\"status\":200",
                            "\"bytes_read\":5", "\"end_reason\":\"ok\"", "\"size\":22"}) {
     EXPECT_NE(text.find(want), std::string::npos) << want << " in " << text;
