@@ -63,8 +63,8 @@ Fixture& fixture(int64_t n, bool wildcard) {
   return *slot;
 }
 
-void BM_FindSiteExact(benchmark::State& state) {
-  Fixture& f = fixture(state.range(0), false);
+void find_site_loop(benchmark::State& state, bool wildcard) {
+  Fixture& f = fixture(state.range(0), wildcard);
   size_t i = 0;
   for (auto _ : state) {
     const Site* s = f.snap->find_site(0, f.lookups[i++ & 8191]);
@@ -72,16 +72,14 @@ void BM_FindSiteExact(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
+
+void BM_FindSiteExact(benchmark::State& state) {
+  find_site_loop(state, false);
+}
 BENCHMARK(BM_FindSiteExact)->Arg(10)->Arg(1000)->Arg(100000);
 
 void BM_FindSiteWildcard(benchmark::State& state) {
-  Fixture& f = fixture(state.range(0), true);
-  size_t i = 0;
-  for (auto _ : state) {
-    const Site* s = f.snap->find_site(0, f.lookups[i++ & 8191]);
-    benchmark::DoNotOptimize(s);
-  }
-  state.SetItemsProcessed(state.iterations());
+  find_site_loop(state, true);
 }
 BENCHMARK(BM_FindSiteWildcard)->Arg(10)->Arg(1000)->Arg(100000);
 

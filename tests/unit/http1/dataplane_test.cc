@@ -283,6 +283,10 @@ void echo_handler(int fd, int) {
 // ---------------------------------------------------------------------------------------------
 // The gateway under test.
 
+// The site most tests use: everything proxied to the test upstream (UP).
+const char* kProxySite =
+    "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n";
+
 // Global options every test config starts with.
 const char* kGlobal = "{\n\tadmin off\n}\n";
 
@@ -381,8 +385,7 @@ TEST(DataPlane, UnknownHostGetsEmpty200) {
 TEST(DataPlane, ProxyKeepsUpstreamConnectionsAlive) {
   Upstream up(echo_handler);
   Gateway g;
-  uint16_t gw = g.load_sites(
-      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
+  uint16_t gw = g.load_sites(kProxySite, up.port());
   // Three requests on one client connection, then two more on new client connections.
   int fd = connect_to(gw);
   ASSERT_GE(fd, 0);
@@ -406,8 +409,7 @@ TEST(DataPlane, ProxyKeepsUpstreamConnectionsAlive) {
 TEST(DataPlane, PipelinedRequestsAreAnsweredInOrder) {
   Upstream up(echo_handler);
   Gateway g;
-  uint16_t gw = g.load_sites(
-      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
+  uint16_t gw = g.load_sites(kProxySite, up.port());
   int fd = connect_to(gw);
   ASSERT_TRUE(send_all(fd, get("/p1") + get("/p2") + get("/p3")));
   std::string buf;
@@ -432,8 +434,7 @@ TEST(DataPlane, ForwardedHeadersAndHopByHopFields) {
     send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nKeep-Alive: timeout=5\r\n\r\n");
   });
   Gateway g;
-  uint16_t gw = g.load_sites(
-      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
+  uint16_t gw = g.load_sites(kProxySite, up.port());
   Message m = roundtrip(gw, get("/f",
                                 "Connection: X-Private\r\nX-Private: 1\r\n"
                                 "X-Forwarded-For: 6.6.6.6\r\n"));
@@ -450,9 +451,7 @@ TEST(DataPlane, ForwardedHeadersAndHopByHopFields) {
 TEST(DataPlane, RefusedUpstreamIs502) {
   uint16_t dead = free_port();
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"UP", std::to_string(dead)}}));
+  g.load(subst(std::string(kGlobal) + kProxySite, {{"UP", std::to_string(dead)}}));
   uint16_t gw = g.port();
   Message m = roundtrip(gw, get("/"));
   ASSERT_TRUE(m.ok);
@@ -479,8 +478,7 @@ TEST(DataPlane, ResponseHeaderTimeoutIs504) {
 TEST(DataPlane, HeadLimitsGive431And414) {
   Upstream up(echo_handler);
   Gateway g;
-  uint16_t gw = g.load_sites(
-      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
+  uint16_t gw = g.load_sites(kProxySite, up.port());
   Message big = roundtrip(gw, get("/", "X-Huge: " + std::string(2 << 20, 'h') + "\r\n"));
   ASSERT_TRUE(big.ok);
   EXPECT_EQ(big.status(), 431);
@@ -541,8 +539,7 @@ TEST(DataPlane, ChunkedBodiesBothWays) {
     read_message(fd, buf, false);
   });
   Gateway g;
-  uint16_t gw = g.load_sites(
-      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
+  uint16_t gw = g.load_sites(kProxySite, up.port());
   std::string payload(100000, 'x');
   for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>('a' + i % 26);
   std::string req = "POST /c HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -581,8 +578,7 @@ TEST(DataPlane, UpgradeIsTunnelledBothWays) {
     }
   });
   Gateway g;
-  uint16_t gw = g.load_sites(
-      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
+  uint16_t gw = g.load_sites(kProxySite, up.port());
   int fd = connect_to(gw);
   ASSERT_TRUE(send_all(fd, get("/ws", "Connection: Upgrade\r\nUpgrade: echo\r\n")));
   std::string buf;
@@ -615,8 +611,7 @@ TEST(DataPlane, EventStreamChunkArrivesWhileUpstreamKeepsStreamOpen) {
     send_all(fd, "b\r\ndata: two\n\n\r\n0\r\n\r\n");
   });
   Gateway g;
-  uint16_t gw = g.load_sites(
-      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
+  uint16_t gw = g.load_sites(kProxySite, up.port());
   int fd = connect_to(gw);
   ASSERT_TRUE(send_all(fd, get("/events")));
   std::string buf;
@@ -656,8 +651,7 @@ TEST(DataPlane, StalePooledConnectionRetriedOnlyForIdempotentRequests) {
     ::shutdown(fd, SHUT_RDWR);  // closes without answering
   });
   Gateway g;
-  uint16_t gw = g.load_sites(
-      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
+  uint16_t gw = g.load_sites(kProxySite, up.port());
   EXPECT_EQ(roundtrip(gw, get("/1")).status(), 200);
   Message retried = roundtrip(gw, get("/2"));
   EXPECT_EQ(retried.status(), 200);
@@ -729,8 +723,7 @@ TEST(DataPlane, DrainLetsRequestInFlightFinish) {
     send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone");
   });
   Gateway g;
-  uint16_t gw = g.load_sites(
-      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
+  uint16_t gw = g.load_sites(kProxySite, up.port());
   int idle = connect_to(gw);  // an idle keep-alive connection: closed by the drain
   int busy = connect_to(gw);
   ASSERT_TRUE(send_all(busy, get("/slow")));
@@ -758,8 +751,7 @@ TEST(DataPlane, DrainLetsRequestInFlightFinish) {
 TEST(DataPlane, ExpectContinueIsAnsweredBeforeTheBodyIsRead) {
   Upstream up(echo_handler);
   Gateway g;
-  uint16_t gw = g.load_sites(
-      "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n", up.port());
+  uint16_t gw = g.load_sites(kProxySite, up.port());
   int fd = connect_to(gw);
   ASSERT_TRUE(send_all(fd,
                        "PUT /e HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n"
@@ -868,9 +860,7 @@ TEST(DataPlane, CloseDelimitedUpstreamBodyIsChunkedForHttp11AndHeadHasNoBody) {
     }
   });
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"UP", std::to_string(up.port())}}));
+  g.load(subst(std::string(kGlobal) + kProxySite, {{"UP", std::to_string(up.port())}}));
   uint16_t gw = g.port();
   Message m = roundtrip(gw, get("/"));
   ASSERT_TRUE(m.ok);
@@ -938,9 +928,7 @@ TEST(DataPlane, DrainClosesUpgradedTunnels) {
     }
   });
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"UP", std::to_string(up.port())}}));
+  g.load(subst(std::string(kGlobal) + kProxySite, {{"UP", std::to_string(up.port())}}));
   uint16_t gw = g.port();
   int fd = connect_to(gw);
   ASSERT_TRUE(send_all(fd, get("/ws", "Connection: Upgrade\r\nUpgrade: echo\r\n")));
@@ -963,9 +951,7 @@ TEST(DataPlane, Http10ClientsGetHttp10AnswersAndCloseDelimitedBodies) {
     read_message(fd, buf, false);
   });
   Gateway g;
-  g.load(subst(std::string(kGlobal) +
-                   "http://127.0.0.1:0 {\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:UP\n}\n",
-               {{"UP", std::to_string(up.port())}}));
+  g.load(subst(std::string(kGlobal) + kProxySite, {{"UP", std::to_string(up.port())}}));
   uint16_t gw = g.port();
   // No Host (allowed in 1.0): routed as an unknown host; with Host: proxied.
   Message m = roundtrip(gw, "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
