@@ -186,6 +186,7 @@ class ProxyHandlerImpl final : public ProxyHandler {
   void apply_header_down(const RequestCtx& ctx, http::HeaderMap& out) const override;
   bool peer_trusted(const http::Request& req) const override;
   std::string sticky_cookie(const RequestCtx& ctx, const UpstreamHost& chosen) const override;
+  bool health_body_ok(std::string_view body) const override;
 
  private:
   bool usable(const UpstreamHost* u, Clock::time_point now,
@@ -204,6 +205,7 @@ class ProxyHandlerImpl final : public ProxyHandler {
   std::unique_ptr<HeaderOpsImpl> header_down_;
   std::vector<IpRange> trusted_;
   mutable std::atomic<uint32_t> robin_{0};
+  std::unique_ptr<Regex> health_body_;  // cfg.active.expect_body, when set
 };
 
 // ---------------------------------------------------------------------------------------------

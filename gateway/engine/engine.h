@@ -147,6 +147,9 @@ class ProxyHandler {
   virtual std::string sticky_cookie(const RequestCtx& ctx, const UpstreamHost& chosen) const {
     return {};
   }
+  // Active health checks: does a probe's response body satisfy `health_body`? The pattern is
+  // compiled once with the snapshot (a bad one is a load error); true when none is set.
+  virtual bool health_body_ok(std::string_view body) const { return true; }
 };
 
 class CompiledHeaderOps {

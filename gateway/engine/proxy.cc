@@ -91,6 +91,14 @@ std::unique_ptr<ProxyHandlerImpl> ProxyHandlerImpl::compile(const config::Revers
       p->cookie_hashes_.push_back(hmac_sha256_hex(cfg.lb_secret, u->dial()));
     }
   }
+  if (!cfg.active.expect_body.empty()) {
+    p->health_body_ = std::make_unique<Regex>();
+    std::string why;
+    if (!Regex::compile(cfg.active.expect_body, *p->health_body_, why)) {
+      errors.push_back(Error{cfg.loc, "reverse_proxy: bad health_body regexp '" +
+                                          cfg.active.expect_body + "': " + why});
+    }
+  }
   std::unique_ptr<HeaderOpsImpl> unused;
   compile_header_ops(cfg.header_up, p->header_up_, unused, errors);
   if (unused) errors.push_back(Error{cfg.loc, "header_up: '?' defaults apply to responses only"});
@@ -288,6 +296,12 @@ void set_forwarded_headers(const http::Request& req, bool peer_trusted, http::He
   std::string prior_host = last_value("X-Forwarded-Host");
   if (peer_trusted && !prior_host.empty()) host = prior_host;
   out.set("X-Forwarded-Host", host);
+}
+
+bool ProxyHandlerImpl::health_body_ok(std::string_view body) const {
+  if (!health_body_) return true;
+  boost::match_results<std::string_view::const_iterator> m;
+  return health_body_->search(body, m);
 }
 
 }  // namespace hsp::engine

@@ -18,7 +18,6 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <map>
-#include <regex>
 
 #include "http1/worker.h"
 #include "util/log.h"
@@ -49,12 +48,16 @@ struct HealthChecker::Impl {
   std::map<std::string, bool> busy;
 
   asio::awaitable<void> loop();
-  asio::awaitable<void> probe(std::shared_ptr<engine::UpstreamHost> host, config::ActiveHealth a,
-                              std::string key);
+  // `snap` keeps `handler` (and its compiled health_body pattern) alive during the probe.
+  asio::awaitable<void> probe(std::shared_ptr<engine::UpstreamHost> host, engine::SnapshotPtr snap,
+                              const engine::ProxyHandler* handler, std::string key);
 };
 
 asio::awaitable<void> HealthChecker::Impl::probe(std::shared_ptr<engine::UpstreamHost> host,
-                                                 config::ActiveHealth a, std::string key) {
+                                                 engine::SnapshotPtr snap,
+                                                 const engine::ProxyHandler* handler,
+                                                 std::string key) {
+  const config::ActiveHealth& a = handler->cfg().active;
   bool ok = false;
   std::string why;
   try {
@@ -95,9 +98,9 @@ asio::awaitable<void> HealthChecker::Impl::probe(std::shared_ptr<engine::Upstrea
         int status = p.get().result_int();
         ok = status_ok(status, a.expect_status);
         if (!ok) why = "status " + std::to_string(status);
-        if (ok && !a.expect_body.empty()) {
-          ok = std::regex_search(p.get().body(), std::regex(a.expect_body));
-          if (!ok) why = "body does not match";
+        if (ok && !handler->health_body_ok(p.get().body())) {
+          ok = false;
+          why = "body does not match";
         }
       }
     }
@@ -134,7 +137,7 @@ asio::awaitable<void> HealthChecker::Impl::loop() {
           if (due <= now && !busy[key]) {
             busy[key] = true;
             due = now + interval;
-            asio::co_spawn(ioc, probe(up, a, key), asio::detached);
+            asio::co_spawn(ioc, probe(up, snap, h, key), asio::detached);
           }
           seen[key] = due;
         }

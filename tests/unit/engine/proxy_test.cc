@@ -53,6 +53,22 @@ TEST(Proxy, PortOnlyUpstreamDialsTheLocalMachine) {
   EXPECT_EQ(h.p->upstreams()[0]->port(), 9002);
 }
 
+TEST(Proxy, HealthBodyIsCompiledOnceAndBadPatternsFailTheLoad) {
+  ProxyHarness h(config::LbPolicy::first, 1);
+  h.cfg.active.uri = "/health";
+  h.cfg.active.expect_body = "(?i)^ok\\b";
+  h.compile();
+  EXPECT_TRUE(h.p->health_body_ok("OK all good"));
+  EXPECT_FALSE(h.p->health_body_ok("not ok"));
+
+  ProxyHarness bad(config::LbPolicy::first, 1);
+  bad.cfg.active.expect_body = "(unclosed";
+  Errors errors;
+  ProxyHandlerImpl::compile(bad.cfg, bad.global, bad.reg, errors);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].message.find("bad health_body regexp '(unclosed'"), std::string::npos);
+}
+
 TEST(Proxy, RandomCoversAllAvailable) {
   ProxyHarness h(config::LbPolicy::random);
   h.compile();
