@@ -442,6 +442,18 @@ std::string cleaned(std::string_view p, bool merge) {
 
 }  // namespace
 
+namespace {
+
+// The decoded path lower-cased, without trailing dots and spaces (which Windows-style file
+// systems ignore, so Caddy's path matcher does too).
+std::string lower_trimmed(const std::string& decoded) {
+  std::string lower = to_lower(decoded);
+  while (!lower.empty() && (lower.back() == '.' || lower.back() == ' ')) lower.pop_back();
+  return lower;
+}
+
+}  // namespace
+
 const std::string& DispatchState::clean() {
   check_path();
   if (!have_clean_) {
@@ -454,9 +466,7 @@ const std::string& DispatchState::clean() {
 const std::string& DispatchState::lower_clean() {
   check_path();
   if (!have_lower_clean_) {
-    std::string lower = to_lower(decoded_);
-    while (!lower.empty() && (lower.back() == '.' || lower.back() == ' ')) lower.pop_back();
-    lower_clean_ = cleaned(lower, true);
+    lower_clean_ = cleaned(lower_trimmed(decoded_), true);
     have_lower_clean_ = true;
   }
   return lower_clean_;
@@ -465,9 +475,7 @@ const std::string& DispatchState::lower_clean() {
 const std::string& DispatchState::lower_keep() {
   check_path();
   if (!have_lower_keep_) {
-    std::string lower = to_lower(decoded_);
-    while (!lower.empty() && (lower.back() == '.' || lower.back() == ' ')) lower.pop_back();
-    lower_keep_ = cleaned(lower, false);
+    lower_keep_ = cleaned(lower_trimmed(decoded_), false);
     have_lower_keep_ = true;
   }
   return lower_keep_;
