@@ -13,6 +13,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -497,16 +498,14 @@ void Compiler::derive_servers() {
     }
   }
   for (auto& [listener, members] : by_listener) {
-    // Two sites claiming the same key on one socket would make lookup ambiguous.
-    for (size_t a = 0; a < members.size(); ++a) {
-      for (size_t b = a + 1; b < members.size(); ++b) {
-        for (const auto& ka : members[a].keys) {
-          for (const auto& kb : members[b].keys) {
-            if (ka.original == kb.original) {
-              const Site& s = cfg_.sites[members[b].site];
-              error(s.loc, "ambiguous site definition: " + ka.original);
-            }
-          }
+    // Two sites claiming the same key on one socket would make lookup ambiguous; the later
+    // site is named. Hashed: a Swarm with 10 000 labelled services gives 10 000 sites here.
+    std::unordered_map<std::string_view, size_t> claimed;
+    for (size_t m = 0; m < members.size(); ++m) {
+      for (const auto& k : members[m].keys) {
+        auto [it, fresh] = claimed.emplace(k.original, m);
+        if (!fresh && it->second != m) {
+          error(cfg_.sites[members[m].site].loc, "ambiguous site definition: " + k.original);
         }
       }
     }

@@ -344,27 +344,47 @@ std::string marshal(Blocks& blocks, const PrintOptions& options) {
   return print_blocks(blocks, options);
 }
 
+namespace {
+
+// Merges b into a when CDP would: true when it did.
+bool merge_into(Block& a, Block& b) {
+  const std::string& first = b.first_key();
+  if (a.first_key() != first) return false;
+  if ((first == "reverse_proxy" || first == "php_fastcgi") && matcher_of(a) == matcher_of(b)) {
+    for (size_t k = 1; k < b.keys.size(); ++k) {
+      if (k > 1 || !is_matcher_token(b.keys[k])) a.keys.push_back(b.keys[k]);
+    }
+    merge(a.children, std::move(b.children));
+    return true;
+  }
+  if (a.keys == b.keys) {
+    merge(a.children, std::move(b.children));
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 void merge(Blocks& into, Blocks from) {
   for (auto& b : from) {
-    const std::string first = b.first_key();
     bool merged = false;
-    // Only the blocks present before b is considered; indexes stay valid while we merge.
-    const size_t count = into.size();
-    for (size_t i = 0; i < count && !merged; ++i) {
-      Block& a = into[i];
-      if (a.first_key() != first) continue;
-      if ((first == "reverse_proxy" || first == "php_fastcgi") && matcher_of(a) == matcher_of(b)) {
-        for (size_t k = 1; k < b.keys.size(); ++k) {
-          if (k > 1 || !is_matcher_token(b.keys[k])) a.keys.push_back(b.keys[k]);
-        }
-        merge(a.children, std::move(b.children));
-        merged = true;
-      } else if (a.keys == b.keys) {
-        merge(a.children, std::move(b.children));
-        merged = true;
-      }
-    }
+    for (size_t i = 0; i < into.size() && !merged; ++i) merged = merge_into(into[i], b);
     if (!merged) into.push_back(std::move(b));
+  }
+}
+
+void Merger::add(Blocks from) {
+  for (auto& b : from) {
+    auto& same_first = index_[b.first_key()];
+    bool merged = false;
+    for (size_t i = 0; i < same_first.size() && !merged; ++i) {
+      merged = merge_into(blocks_[same_first[i]], b);
+    }
+    if (!merged) {
+      same_first.push_back(blocks_.size());
+      blocks_.push_back(std::move(b));
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "util/error.h"
@@ -73,5 +74,17 @@ std::string marshal(Blocks& blocks, const PrintOptions& options = {});
 // recursively; `reverse_proxy`/`php_fastcgi` with the same matcher concatenate their upstream
 // lists; everything else is appended.
 void merge(Blocks& into, Blocks from);
+
+// merge() for many sources: the same result, with the top-level blocks indexed by first key so
+// that merging N services costs N lookups instead of N² comparisons.
+class Merger {
+ public:
+  void add(Blocks from);
+  Blocks take() { return std::move(blocks_); }
+
+ private:
+  Blocks blocks_;
+  std::unordered_map<std::string, std::vector<size_t>> index_;
+};
 
 }  // namespace hsp::labels

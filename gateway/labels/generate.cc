@@ -4,7 +4,7 @@ namespace hsp::labels {
 
 Generated generate(const std::vector<Source>& sources, const GenerateOptions& options) {
   Generated out;
-  Blocks all;
+  Merger merger;
   for (const auto& source : sources) {
     if (source.kind == Source::Kind::caddyfile) {
       auto parsed = parse_caddyfile(source.caddyfile);
@@ -12,7 +12,7 @@ Generated generate(const std::vector<Source>& sources, const GenerateOptions& op
         out.problems.push_back(source.name + ": " + parsed.errors().front().message);
         continue;
       }
-      merge(all, std::move(*parsed));
+      merger.add(std::move(*parsed));
       continue;
     }
     const TemplateContext context{.cdp_functions = true,
@@ -25,9 +25,10 @@ Generated generate(const std::vector<Source>& sources, const GenerateOptions& op
     }
     for (const auto& e : translated->skipped)
       out.problems.push_back(source.name + ": " + e.message);
-    merge(all, std::move(translated->blocks));
+    merger.add(std::move(translated->blocks));
   }
   // CDP prints the global blocks, then the rest; sorting puts globals first anyway.
+  Blocks all = merger.take();
   std::string text = marshal(all, options.print);
   if (options.process) {
     auto processed =

@@ -112,5 +112,53 @@ TEST(Process, SiteWithoutDirectivesDoesNotSwallowLaterSites) {
             "http://a.localhost\nhttp://b.localhost {\n\trespond ok\n}\n");
 }
 
+// Sites that load on their own but not together (the same address twice) are decided exactly as
+// CDP's one-at-a-time loop decides: the first one stays.
+TEST(Process, SitesThatConflictWithEachOtherKeepTheFirst) {
+  const std::string text =
+      "http://a.localhost {\n\trespond a\n}\n"
+      "http://a.localhost, http://b.localhost {\n\trespond b\n}\n"
+      "http://c.localhost {\n\trespond c\n}\n";
+  const auto p = process(text, compiler_validator());
+  ASSERT_EQ(p.dropped.size(), 1u);
+  EXPECT_EQ(p.dropped[0].block, "http://a.localhost, http://b.localhost {");
+  EXPECT_NE(p.dropped[0].reason.find("ambiguous site definition"), std::string::npos);
+  EXPECT_EQ(p.caddyfile,
+            "http://a.localhost {\n\trespond a\n}\nhttp://c.localhost {\n\trespond c\n}\n");
+}
+
+// A snippet that fails is dropped; the site importing it fails next and is dropped too.
+TEST(Process, SiteImportingADroppedSnippetIsDropped) {
+  const std::string text =
+      "(bad) {\n\tno_such_directive\n}\n"
+      "http://a.localhost {\n\timport bad\n}\n"
+      "http://b.localhost {\n\trespond b\n}\n";
+  const auto p = process(text, compiler_validator());
+  ASSERT_EQ(p.dropped.size(), 1u);
+  EXPECT_EQ(p.dropped[0].block, "http://a.localhost {");
+  EXPECT_EQ(p.caddyfile, "(bad) {\n\tno_such_directive\n}\nhttp://b.localhost {\n\trespond b\n}\n");
+}
+
+// One broken site among many costs one compile per site, not one per site per site: CDP's loop
+// would compile the growing file 2 000 times here.
+TEST(Process, OneBrokenSiteAmongManyIsNotQuadratic) {
+  std::string text;
+  for (int i = 0; i < 2000; ++i) {
+    text += "http://s" + std::to_string(i) + ".localhost {\n\t" +
+            (i == 1234 ? "no_such_directive" : "respond ok") + "\n}\n";
+  }
+  size_t calls = 0, bytes = 0;
+  const Validator counting = [&](const std::string& t) {
+    ++calls;
+    bytes += t.size();
+    return compiler_validator()(t);
+  };
+  const auto p = process(text, counting);
+  ASSERT_EQ(p.dropped.size(), 1u);
+  EXPECT_EQ(p.dropped[0].block, "http://s1234.localhost {");
+  EXPECT_LE(calls, 2000u + 2u);
+  EXPECT_LE(bytes, 4 * text.size());
+}
+
 }  // namespace
 }  // namespace hsp::labels
