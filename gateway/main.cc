@@ -12,12 +12,16 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "config/adapt_json.h"
 #include "config/compile.h"
+#include "docker-watch/options.h"
+#include "docker-watch/watcher.h"
 #include "engine/engine.h"
 #include "http1/server.h"
 #include "labels/generate.h"
@@ -74,6 +78,8 @@ struct Args {
   std::string config;
   std::string labels;                  // adapt --labels FILE
   std::vector<std::string> upstreams;  // adapt --upstream NAME (repeatable)
+  bool docker = false;                 // run/adapt --docker
+  docker::FlagValues docker_flags;     // CDP's options given as flags
   int threads = 0;
   int demo_port = 8080;
   bool demo_port_set = false;
@@ -121,6 +127,17 @@ Args parse_args(int argc, char** argv) {
     } else if (arg == "--demo-port" || arg.rfind("--demo-port=", 0) == 0) {
       a.demo_port = number("--demo-port", 1, 65534);  // the demo also takes PORT+1
       a.demo_port_set = true;
+    } else if (arg == "--docker") {
+      a.docker = true;
+    } else if (arg.rfind("--", 0) == 0 &&
+               docker::is_option_flag(arg.substr(2, arg.find('=') - 2))) {
+      // caddy-docker-proxy's options (docs in `help`); a boolean alone means true.
+      std::string name = arg.substr(2, arg.find('=') - 2);
+      if (docker::is_bool_flag(name) && arg.find('=') == std::string::npos) {
+        a.docker_flags[name] = "true";
+      } else {
+        a.docker_flags[name] = value(("--" + name).c_str());
+      }
     } else if (arg == "--adapter" || arg.rfind("--adapter=", 0) == 0) {
       std::string v = value("--adapter");  // accepted for Caddy's CLI habits
       if (v != "caddyfile") {
@@ -132,9 +149,17 @@ Args parse_args(int argc, char** argv) {
       a.error = "unknown argument: " + arg;
     }
   }
-  if (!a.bad && a.demo_port_set && !a.config.empty()) {
+  if (!a.bad && a.demo_port_set && (!a.config.empty() || a.docker)) {
     a.bad = true;
-    a.error = "--demo-port applies to the embedded demo only, not with --config";
+    a.error = "--demo-port applies to the embedded demo only, not with --config or --docker";
+  }
+  if (!a.bad && !a.docker_flags.empty() && !a.docker) {
+    a.bad = true;
+    a.error = "--" + a.docker_flags.begin()->first + " applies with --docker only";
+  }
+  if (!a.bad && a.docker && !a.config.empty() && a.docker_flags.count("caddyfile-path")) {
+    a.bad = true;
+    a.error = "--config and --caddyfile-path both name the base Caddyfile: give one";
   }
   return a;
 }
@@ -143,13 +168,19 @@ void print_usage(FILE* out) {
   std::fprintf(out,
                "usage:\n"
                "  hsp-gateway run [--config FILE] [--threads N] [--demo-port PORT]\n"
+               "  hsp-gateway run --docker [--config BASE_CADDYFILE] [--threads N] [OPTIONS]\n"
                "  hsp-gateway adapt --config FILE\n"
                "  hsp-gateway adapt --labels FILE [--upstream NAME]...\n"
+               "  hsp-gateway adapt --docker [--config BASE_CADDYFILE] [OPTIONS]\n"
                "  hsp-gateway validate --config FILE\n"
                "  hsp-gateway version\n"
                "  hsp-gateway help\n"
                "run without --config serves the embedded demo: 127.0.0.1:PORT proxying to a demo\n"
-               "page on 127.0.0.1:PORT+1 (PORT defaults to 8080).\n");
+               "page on 127.0.0.1:PORT+1 (PORT defaults to 8080).\n"
+               "--docker serves the caddy.* labels of Docker services and containers, as\n"
+               "caddy-docker-proxy does; its OPTIONS (an environment variable that is set wins\n"
+               "over its flag):\n");
+  std::fputs(docker::describe_options().c_str(), out);
 }
 
 int usage(const std::string& error) {
@@ -176,23 +207,51 @@ void apply_log_level(const config::Config& cfg) {
   }
 }
 
-int run(const Args& a) {
-  auto cfg = load(a);
-  if (!cfg) {
-    log_errors("config_error", cfg.errors());
-    return 1;
-  }
-  apply_log_level(*cfg);
-  engine::UpstreamRegistry registry;
-  engine::SnapshotStore store;
-  uint64_t generation = 1;
-  auto snap = engine::Snapshot::build(*cfg, registry, generation);
-  if (!snap) {
-    log_errors("config_error", snap.errors());
-    return 1;
-  }
-  store.publish(*snap);
+// Publishes snapshots and keeps the listeners in step. Reloads come from the signal loop
+// (SIGHUP) or from the Docker watcher's thread; the mutex keeps them from racing each other
+// and the data plane's control calls.
+class Control {
+ public:
+  Control(engine::SnapshotStore& store, engine::UpstreamRegistry& registry)
+      : store_(store), registry_(registry) {}
 
+  void attach(http1::DataPlane* dp) { dp_ = dp; }
+
+  // Builds and publishes; on error the current snapshot keeps serving. `initial` publishes
+  // before the data plane starts.
+  bool publish(const config::Config& cfg, const std::string& source, bool initial,
+               const char* fail_msg) {
+    std::lock_guard lock(mu_);
+    auto snap = engine::Snapshot::build(cfg, registry_, generation_ + 1);
+    if (!snap) {
+      log_errors(fail_msg, snap.errors());
+      return false;
+    }
+    ++generation_;
+    apply_log_level(cfg);
+    store_.publish(*snap);
+    if (dp_ && !initial) log_errors("listen_failed", dp_->sync_listeners());
+    if (!initial) {
+      log::info("config_loaded")
+          .kv("generation", generation_)
+          .kv("config", source)
+          .kv("threads", dp_ ? dp_->threads() : 0)
+          .kv("reload", true);
+    }
+    return true;
+  }
+
+  uint64_t generation() const { return generation_; }
+
+ private:
+  std::mutex mu_;
+  engine::SnapshotStore& store_;
+  engine::UpstreamRegistry& registry_;
+  http1::DataPlane* dp_ = nullptr;
+  uint64_t generation_ = 0;
+};
+
+sigset_t block_control_signals() {
   // Every thread started from here on inherits the blocked set: the signals reach sigwait only.
   sigset_t set;
   sigemptyset(&set);
@@ -201,16 +260,70 @@ int run(const Args& a) {
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  return set;
+}
 
+// SIGTERM / SIGINT: stop accepting, let requests finish within grace_period, exit 0; a second
+// signal exits at once with 1.
+int drain_and_stop(http1::DataPlane& dp, engine::SnapshotStore& store, int sig,
+                   const sigset_t& set) {
+  auto grace = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      store.load()->config().global.grace_period);
+  log::info("shutting_down")
+      .kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")
+      .kv("grace_period_s", std::chrono::duration<double>(grace).count())
+      .kv("open_connections", dp.open_connections());
+  dp.stop_accepting();
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  bool drained = false;
+  for (;;) {
+    if (dp.drain(std::min(deadline,
+                          std::chrono::steady_clock::now() + std::chrono::milliseconds(100)))) {
+      drained = true;
+      break;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    timespec ts{0, 0};
+    siginfo_t info;
+    int s2 = sigtimedwait(&set, &info, &ts);
+    if (s2 == SIGTERM || s2 == SIGINT) {
+      log::warn("forced_exit").kv("open_connections", dp.open_connections());
+      std::fflush(stdout);
+      std::_Exit(1);
+    }
+  }
+  if (!drained) {
+    log::warn("grace_period_expired").kv("open_connections", dp.open_connections());
+    // Cut what is left so each request still ends with its access-log line.
+    dp.abort(std::chrono::steady_clock::now() + std::chrono::seconds(1));
+  }
+  dp.stop();
+  log::info("stopped");
+  return 0;
+}
+
+int run(const Args& a) {
+  auto cfg = load(a);
+  if (!cfg) {
+    log_errors("config_error", cfg.errors());
+    return 1;
+  }
+  engine::UpstreamRegistry registry;
+  engine::SnapshotStore store;
+  Control control(store, registry);
+  if (!control.publish(*cfg, "", true, "config_error")) return 1;
+
+  sigset_t set = block_control_signals();
   http1::DataPlane dp(store, registry, http1::Options{a.threads, true});
   Errors errs = dp.start();
   if (!errs.empty()) {
     log_errors("listen_failed", errs);
     return 1;
   }
+  control.attach(&dp);
   const std::string config_name = a.config.empty() ? std::string("<demo>") : a.config;
   log::info("config_loaded")
-      .kv("generation", generation)
+      .kv("generation", control.generation())
       .kv("config", config_name)
       .kv("threads", dp.threads())
       .kv("reload", false);
@@ -225,58 +338,175 @@ int run(const Args& a) {
         log_errors("reload_failed", next.errors());
         continue;
       }
-      auto next_snap = engine::Snapshot::build(*next, registry, generation + 1);
-      if (!next_snap) {
-        log_errors("reload_failed", next_snap.errors());
-        continue;
-      }
-      ++generation;
-      apply_log_level(*next);
-      store.publish(*next_snap);
-      Errors lerrs = dp.sync_listeners();
-      log_errors("listen_failed", lerrs);
-      log::info("config_loaded")
-          .kv("generation", generation)
-          .kv("config", config_name)
-          .kv("threads", dp.threads())
-          .kv("reload", true);
+      control.publish(*next, config_name, false, "reload_failed");
       continue;
     }
-    // SIGTERM / SIGINT: drain.
-    auto grace = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        store.load()->config().global.grace_period);
-    log::info("shutting_down")
-        .kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")
-        .kv("grace_period_s", std::chrono::duration<double>(grace).count())
-        .kv("open_connections", dp.open_connections());
-    dp.stop_accepting();
-    auto deadline = std::chrono::steady_clock::now() + grace;
-    bool drained = false;
-    for (;;) {
-      if (dp.drain(std::min(deadline,
-                            std::chrono::steady_clock::now() + std::chrono::milliseconds(100)))) {
-        drained = true;
-        break;
-      }
-      if (std::chrono::steady_clock::now() >= deadline) break;
-      timespec ts{0, 0};
-      siginfo_t info;
-      int s2 = sigtimedwait(&set, &info, &ts);
-      if (s2 == SIGTERM || s2 == SIGINT) {
-        log::warn("forced_exit").kv("open_connections", dp.open_connections());
-        std::fflush(stdout);
-        std::_Exit(1);
-      }
-    }
-    if (!drained) {
-      log::warn("grace_period_expired").kv("open_connections", dp.open_connections());
-      // Cut what is left so each request still ends with its access-log line.
-      dp.abort(std::chrono::steady_clock::now() + std::chrono::seconds(1));
-    }
-    dp.stop();
-    log::info("stopped");
-    return 0;
+    return drain_and_stop(dp, store, sig, set);
   }
+}
+
+// CDP's options from --docker flags and the environment; --config is the base Caddyfile.
+Result<docker::Options> docker_options(const Args& a) {
+  auto opts = docker::resolve(a.docker_flags, docker::process_env());
+  if (!opts) return opts;
+  if (!a.config.empty()) opts->caddyfile_path = a.config;
+  if (!opts->envfile.empty()) {
+    Errors errs = docker::load_envfile(opts->envfile);
+    if (!errs.empty()) return errs;
+  }
+  if (!opts->log_level.empty()) {
+    log::Level level;
+    if (log::parse_level(opts->log_level, level)) log::set_level(level);
+  }
+  return opts;
+}
+
+// CDP validates each generated block with Caddy's adapter; ours also builds the routing
+// snapshot, so that a block with, say, a bad regular expression is dropped on its own instead
+// of failing the whole generation at publish time.
+labels::Validator snapshot_validator() {
+  return [](const std::string& text) -> std::optional<std::string> {
+    auto cfg = config::load_caddyfile_text(text, "Caddyfile");
+    Errors errs;
+    if (!cfg) {
+      errs = cfg.errors();
+    } else {
+      engine::UpstreamRegistry scratch;
+      auto snap = engine::Snapshot::build(*cfg, scratch, 1);
+      if (!snap) errs = snap.errors();
+    }
+    if (errs.empty()) return std::nullopt;
+    std::string reason;
+    for (const auto& e : errs) {
+      if (!reason.empty()) reason += "; ";
+      reason += e.str();
+    }
+    return reason;
+  };
+}
+
+// Top-level site blocks of a generated Caddyfile, by address, with their text: what changed
+// between two generations, for the reload log line.
+std::map<std::string, std::string> sites_of(const std::string& caddyfile) {
+  std::map<std::string, std::string> out;
+  auto blocks = labels::parse_caddyfile(caddyfile);
+  if (!blocks) return out;
+  for (const auto& b : *blocks) {
+    if (b.is_global() || b.is_snippet()) continue;
+    std::string key;
+    for (const auto& k : b.keys) key += (key.empty() ? "" : " ") + k;
+    out[key] += labels::print_block(b);
+  }
+  return out;
+}
+
+void log_generation_problems(const labels::Generated& g) {
+  for (const auto& p : g.problems) log::warn("labels_skipped").kv("problem", p);
+  for (const auto& d : g.dropped)
+    log::error("block_dropped").kv("block", d.block).kv("reason", d.reason);
+}
+
+int run_docker(const Args& a) {
+  auto opts = docker_options(a);
+  if (!opts) {
+    for (const auto& e : opts.errors()) std::fprintf(stderr, "hsp-gateway: %s\n", e.str().c_str());
+    return 2;
+  }
+  engine::UpstreamRegistry registry;
+  engine::SnapshotStore store;
+  Control control(store, registry);
+  // Nothing to serve until the first generation: an empty snapshot, no listeners.
+  auto empty = config::load_caddyfile_text("", "<docker>");
+  if (!empty || !control.publish(*empty, "<docker>", true, "config_error")) return 1;
+
+  sigset_t set = block_control_signals();
+  http1::DataPlane dp(store, registry, http1::Options{a.threads, true});
+  Errors errs = dp.start();
+  if (!errs.empty()) {
+    log_errors("listen_failed", errs);
+    return 1;
+  }
+  control.attach(&dp);
+  log::info("docker_watch_started")
+      .kv("sockets", opts->docker_sockets)
+      .kv("label_prefix", opts->label_prefix)
+      .kv("ingress_networks", opts->ingress_networks)
+      .kv("polling_interval_s", std::chrono::duration<double>(opts->polling_interval).count())
+      .kv("event_throttle_interval_s",
+          std::chrono::duration<double>(opts->event_throttle_interval).count())
+      .kv("base_caddyfile", opts->caddyfile_path)
+      .kv("threads", dp.threads());
+
+  std::map<std::string, std::string> sites;
+  docker::Watcher watcher(*opts, snapshot_validator(), [&](const docker::Generator::Cycle& c) {
+    const labels::Generated& g = c.generated;
+    log_generation_problems(g);
+    log::debug("docker_caddyfile").kv("caddyfile", g.caddyfile);
+    auto cfg = config::load_caddyfile_text(g.caddyfile, "<docker>");
+    if (!cfg) {
+      log_errors("reload_failed", cfg.errors());
+      return;
+    }
+    if (!control.publish(*cfg, "<docker>", false, "reload_failed")) return;
+    auto next = sites_of(g.caddyfile);
+    std::vector<std::string> added, removed, changed;
+    for (const auto& [key, text] : next) {
+      auto it = sites.find(key);
+      if (it == sites.end()) {
+        added.push_back(key);
+      } else if (it->second != text) {
+        changed.push_back(key);
+      }
+    }
+    for (const auto& [key, text] : sites)
+      if (!next.count(key)) removed.push_back(key);
+    log::info("sites_changed")
+        .kv("generation", control.generation())
+        .kv("added", added)
+        .kv("removed", removed)
+        .kv("changed", changed)
+        .kv("sites", static_cast<uint64_t>(next.size()));
+    sites = std::move(next);
+  });
+  watcher.start();
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      log::info("reload_requested").kv("config", "<docker>");
+      watcher.trigger();
+      continue;
+    }
+    watcher.stop();
+    return drain_and_stop(dp, store, sig, set);
+  }
+}
+
+// `adapt --docker`: one generation from the live Docker state, printed as the Caddyfile that
+// would be served (after per-block validation); what was dropped goes to stderr.
+int adapt_docker(const Args& a) {
+  auto opts = docker_options(a);
+  if (!opts) {
+    for (const auto& e : opts.errors()) std::fprintf(stderr, "hsp-gateway: %s\n", e.str().c_str());
+    return 2;
+  }
+  docker::Generator generator(*opts, snapshot_validator());
+  auto cycle = generator.run();
+  if (!cycle) {
+    for (const auto& e : cycle.errors()) std::fprintf(stderr, "%s\n", e.str().c_str());
+    return 1;
+  }
+  for (const auto& n : cycle->notes) std::fprintf(stderr, "note: %s\n", n.c_str());
+  for (const auto& w : cycle->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  for (const auto& p : cycle->generated.problems) std::fprintf(stderr, "%s\n", p.c_str());
+  for (const auto& d : cycle->generated.dropped) {
+    std::fprintf(stderr, "dropped: %s: %s\n", d.block.c_str(), d.reason.c_str());
+  }
+  const std::string& out = cycle->generated.caddyfile;
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  if (out.empty() || out.back() != '\n') std::fputc('\n', stdout);
+  return 0;
 }
 
 // `adapt --labels FILE`: one label set in CDP's golden-file format -> the Caddyfile CDP would
@@ -316,6 +546,12 @@ int adapt_labels(const Args& a) {
 }
 
 int adapt(const Args& a) {
+  if (a.docker) {
+    if (!a.labels.empty() || !a.upstreams.empty()) {
+      return usage("adapt --docker takes no --labels or --upstream");
+    }
+    return adapt_docker(a);
+  }
   if (!a.labels.empty()) {
     if (!a.config.empty()) return usage("adapt takes --config or --labels, not both");
     return adapt_labels(a);
@@ -363,7 +599,7 @@ int main(int argc, char** argv) {
     std::printf("hsp-gateway %s\n", HSP_VERSION);
     return 0;
   }
-  if (a.command == "run") return run(a);
+  if (a.command == "run") return a.docker ? run_docker(a) : run(a);
   if (a.command == "adapt") return adapt(a);
   if (a.command == "validate") return validate(a);
   return usage("unknown command: " + a.command);

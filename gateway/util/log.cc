@@ -163,4 +163,17 @@ Line& Line::kv(std::string_view key, bool value) {
   return *this;
 }
 
+Line& Line::kv(std::string_view key, const std::vector<std::string>& values) {
+  if (!begin_member(key)) return *this;
+  buf_ += '[';
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) buf_ += ',';
+    buf_ += '"';
+    json_escape(buf_, values[i]);
+    buf_ += '"';
+  }
+  buf_ += ']';
+  return *this;
+}
+
 }  // namespace hsp::log

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace hsp::log {
 
@@ -42,6 +43,7 @@ class Line {
   Line& kv(std::string_view key, unsigned value) { return kv(key, static_cast<uint64_t>(value)); }
   Line& kv(std::string_view key, double value);
   Line& kv(std::string_view key, bool value);
+  Line& kv(std::string_view key, const std::vector<std::string>& values);  // a JSON array
 
  private:
   bool begin_member(std::string_view key);

@@ -45,7 +45,9 @@ TEST(Log, OneJsonObjectPerLineWithTypedValues) {
       .kv("error", "said \"no\"\n")
       .kv("retries", 2)
       .kv("took", 0.5)
-      .kv("retried", true);
+      .kv("retried", true)
+      .kv("sites", std::vector<std::string>{"a.localhost", "b\"c"})
+      .kv("none", std::vector<std::string>{});
   debug("filtered_out").kv("x", 1);
   std::string out = cap.read_all();
   ASSERT_FALSE(out.empty());
@@ -60,6 +62,8 @@ TEST(Log, OneJsonObjectPerLineWithTypedValues) {
   EXPECT_EQ(j["retries"], 2);
   EXPECT_DOUBLE_EQ(j["took"].get<double>(), 0.5);
   EXPECT_EQ(j["retried"], true);
+  EXPECT_EQ(j["sites"], nlohmann::json::array({"a.localhost", "b\"c"}));
+  EXPECT_EQ(j["none"], nlohmann::json::array());
   EXPECT_TRUE(j["ts"].is_number());
 }
 
