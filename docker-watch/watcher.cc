@@ -183,12 +183,16 @@ void Watcher::loop() {
   clock::time_point next_run = clock::now();
   for (;;) {
     {
+      // The deadline moves when an event arrives (pending_at_), so it is recomputed after every
+      // wake-up rather than fixed once for the whole wait.
       std::unique_lock lock(mu_);
-      cv_.wait_until(lock, pending_ ? std::min(next_run, pending_at_) : next_run, [&] {
-        return stop_.load() || (pending_ && pending_at_ <= clock::now()) ||
-               next_run <= clock::now();
-      });
-      if (stop_.load()) return;
+      for (;;) {
+        if (stop_.load()) return;
+        const auto now = clock::now();
+        const auto due = pending_ ? std::min(next_run, pending_at_) : next_run;
+        if (due <= now) break;
+        cv_.wait_until(lock, due);
+      }
       pending_ = false;  // events from here on arm a new delay
     }
     const auto started = clock::now();

@@ -69,12 +69,8 @@ bool Compiler::reverse_proxy(const Directive& d, size_t first, ReverseProxy& rp)
   }
   rp.header_up = up.finish();
   rp.header_down = down.finish();
-  if (ok && rp.upstreams.empty()) {
-    error(d.name,
-          "reverse_proxy needs at least one upstream (dynamic upstreams are not "
-          "supported yet by hsp-gateway)");
-    ok = false;
-  }
+  // No upstream at all is valid, as in Caddy: every request gets 503. It is what
+  // `{{upstreams}}` gives a labelled service with no running task; the site must stay.
   return ok;
 }
 

@@ -70,9 +70,6 @@ std::unique_ptr<ProxyHandlerImpl> ProxyHandlerImpl::compile(const config::Revers
                                                             Errors& errors) {
   auto p = std::make_unique<ProxyHandlerImpl>();
   p->cfg_ = &cfg;
-  if (cfg.upstreams.empty()) {
-    errors.push_back(Error{cfg.loc, "reverse_proxy: no upstreams"});
-  }
   for (const auto& u : cfg.upstreams) {
     if (!valid_dial(u.dial)) {
       errors.push_back(Error{u.loc, "reverse_proxy: invalid upstream address '" + u.dial + "'"});
