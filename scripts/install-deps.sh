@@ -12,6 +12,9 @@ build_pkgs=(
 )
 test_pkgs=(
   curl wrk nghttp2-client caddy procps iproute2
+  # docker tests (tests/integration/dockerd.py): a private dockerd 20.10 in Swarm mode, and a
+  # static busybox that becomes a 2 MB image through `docker import` (nothing is pulled).
+  docker.io busybox-static
 )
 
 missing=()

@@ -281,9 +281,11 @@ class ActionParser {
                        (name == "upstreams" || name == "http" || name == "https" || name == "h2c");
     if (!known) {
       // With CDP's function set, Go would also know the sprig functions; none is implemented.
-      return template_error(
-          "function \"" + name + "\" not defined" +
-          (context_.cdp_functions ? " (sprig functions are not supported yet)" : ""));
+      return template_error("function \"" + name + "\" not defined" +
+                            (context_.cdp_functions
+                                 ? " (known: upstreams, http, https, h2c, print, println, "
+                                   "printf; sprig functions are not supported yet)"
+                                 : ""));
     }
     if (name == "upstreams") return Value{upstreams(args, context_)};
     if (!args.empty()) {
