@@ -12,6 +12,9 @@
 //     unreadable) changes nothing: the last applied Caddyfile keeps serving; it is retried with
 //     the same backoff; errors are logged once per change of state, not once per attempt.
 //   - The result is handed to `apply` only when its text differs from the last one handed over.
+//   - With several sockets, one daemon that cannot be listed holds back updates from all of
+//     them: dropping its services would take their routes down, so nothing changes until every
+//     daemon answers (CDP skips a socket whose task listing fails and serves without it).
 #pragma once
 
 #include <condition_variable>
