@@ -305,26 +305,44 @@ int drain_and_stop(http1::DataPlane& dp, engine::SnapshotStore& store, int sig,
   return 0;
 }
 
+// What both run modes share: the routing store, the publisher and the data plane, started on a
+// first config. Null (after logging why) when the config does not build or a port cannot be
+// bound.
+struct Serving {
+  engine::UpstreamRegistry registry;
+  engine::SnapshotStore store;
+  Control control{store, registry};
+  std::unique_ptr<http1::DataPlane> dp;
+  sigset_t signals;
+};
+
+std::unique_ptr<Serving> start_serving(const config::Config& first, const std::string& source,
+                                       int threads) {
+  auto s = std::make_unique<Serving>();
+  if (!s->control.publish(first, source, true, "config_error")) return nullptr;
+  s->signals = block_control_signals();
+  s->dp = std::make_unique<http1::DataPlane>(s->store, s->registry, http1::Options{threads, true});
+  Errors errs = s->dp->start();
+  if (!errs.empty()) {
+    log_errors("listen_failed", errs);
+    return nullptr;
+  }
+  s->control.attach(s->dp.get());
+  return s;
+}
+
 int run(const Args& a) {
   auto cfg = load(a);
   if (!cfg) {
     log_errors("config_error", cfg.errors());
     return 1;
   }
-  engine::UpstreamRegistry registry;
-  engine::SnapshotStore store;
-  Control control(store, registry);
-  if (!control.publish(*cfg, "", true, "config_error")) return 1;
-
-  sigset_t set = block_control_signals();
-  http1::DataPlane dp(store, registry, http1::Options{a.threads, true});
-  Errors errs = dp.start();
-  if (!errs.empty()) {
-    log_errors("listen_failed", errs);
-    return 1;
-  }
-  control.attach(&dp);
   const std::string config_name = a.config.empty() ? std::string("<demo>") : a.config;
+  auto serving = start_serving(*cfg, config_name, a.threads);
+  if (!serving) return 1;
+  Control& control = serving->control;
+  http1::DataPlane& dp = *serving->dp;
+  const sigset_t& set = serving->signals;
   log::info("config_loaded")
       .kv("generation", control.generation())
       .kv("config", config_name)
@@ -345,7 +363,7 @@ int run(const Args& a) {
       control.publish(*next, config_name, false, "reload_failed");
       continue;
     }
-    return drain_and_stop(dp, store, sig, set);
+    return drain_and_stop(dp, serving->store, sig, set);
   }
 }
 
@@ -444,21 +462,14 @@ int run_docker(const Args& a) {
     for (const auto& e : opts.errors()) std::fprintf(stderr, "hsp-gateway: %s\n", e.str().c_str());
     return 2;
   }
-  engine::UpstreamRegistry registry;
-  engine::SnapshotStore store;
-  Control control(store, registry);
   // Nothing to serve until the first generation: an empty snapshot, no listeners.
   auto empty = config::load_caddyfile_text("", "<docker>");
-  if (!empty || !control.publish(*empty, "<docker>", true, "config_error")) return 1;
-
-  sigset_t set = block_control_signals();
-  http1::DataPlane dp(store, registry, http1::Options{a.threads, true});
-  Errors errs = dp.start();
-  if (!errs.empty()) {
-    log_errors("listen_failed", errs);
-    return 1;
-  }
-  control.attach(&dp);
+  if (!empty) return 1;
+  auto serving = start_serving(*empty, "<docker>", a.threads);
+  if (!serving) return 1;
+  Control& control = serving->control;
+  http1::DataPlane& dp = *serving->dp;
+  const sigset_t& set = serving->signals;
   log::info("docker_watch_started")
       .kv("sockets", opts->docker_sockets)
       .kv("label_prefix", opts->label_prefix)
@@ -513,7 +524,7 @@ int run_docker(const Args& a) {
       continue;
     }
     watcher.stop();
-    return drain_and_stop(dp, store, sig, set);
+    return drain_and_stop(dp, serving->store, sig, set);
   }
 }
 
