@@ -32,7 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string once = marshal(*reparsed);
   // A token holding a backtick as well as a newline or a quote has no spelling in CDP's
   // format (CDP prints it the same broken way); only text without backticks is checked.
-  if (once.find('`') != std::string::npos) return 0;
+  // An empty text (everything became a `#` comment) is refused by CDP's parser on purpose.
+  if (once.empty() || once.find('`') != std::string::npos) return 0;
   auto again = parse_caddyfile(once);
   if (!again) std::abort();  // text we printed ourselves must parse
   if (marshal(*again) != once) std::abort();
