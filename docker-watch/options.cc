@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -294,7 +295,7 @@ std::string describe_options() {
   std::string out;
   for (const auto& s : specs()) {
     std::string line = "  --" + std::string(s.flag) + (s.boolean ? "[=BOOL]" : " VALUE");
-    if (line.size() < 34) line.resize(34, ' ');
+    line.resize(std::max<size_t>(line.size() + 1, 38), ' ');
     line += std::string(s.env);
     if (*s.default_text) line += std::string(" (default: ") + s.default_text + ")";
     out += line + "\n";

@@ -15,6 +15,9 @@ using std::chrono::milliseconds;
 
 constexpr milliseconds kMinBackoff{500};
 constexpr milliseconds kMaxBackoff{10000};
+// Reconnecting the event stream costs one request on a local socket; after an outage the
+// events are what makes the next change apply at once, so they retry sooner than listings.
+constexpr milliseconds kMaxEventBackoff{2000};
 
 std::string join(const Errors& errors) {
   std::string out;
@@ -41,6 +44,18 @@ bool relevant(const json& event) {
 }
 
 }  // namespace
+
+void log_problems(const labels::Generated& g) {
+  for (const auto& p : g.problems) log::warn("labels_skipped").kv("problem", p);
+  for (size_t i = 0; i < g.dropped.size(); ++i) {
+    const auto& d = g.dropped[i];
+    log::error("block_dropped")
+        .kv("block", d.key.empty() ? std::string("global options") : d.key)
+        .kv("sources",
+            i < g.dropped_sources.size() ? g.dropped_sources[i] : std::vector<std::string>{})
+        .kv("reason", d.reason);
+  }
+}
 
 Generator::Generator(Options options, labels::Validator validator)
     : options_(std::move(options)), validator_(std::move(validator)) {
@@ -222,6 +237,14 @@ void Watcher::loop() {
       for (const auto& w : cycle->warnings) log::warn("docker_upstreams").kv("warning", w);
       last_warnings_ = cycle->warnings;
     }
+    // Label problems are logged when they change, whether or not the served text changes: a
+    // new service whose only block is dropped leaves the output as it was.
+    std::vector<std::string> problems = cycle->generated.problems;
+    for (const auto& d : cycle->generated.dropped) problems.push_back(d.key + "\n" + d.reason);
+    if (problems != last_problems_) {
+      log_problems(cycle->generated);
+      last_problems_ = std::move(problems);
+    }
     if (last_text_ && *last_text_ == cycle->generated.caddyfile) {
       log::debug("docker_generation_unchanged");
       continue;
@@ -250,7 +273,7 @@ void Watcher::follow_events(Client& client) {
         connected_logged = false;
       }
       if (!sleep_for(backoff)) return;
-      backoff = std::min(backoff * 2, kMaxBackoff);
+      backoff = std::min(backoff * 2, kMaxEventBackoff);
       continue;
     }
     if (!connected_logged) {
@@ -280,7 +303,7 @@ void Watcher::follow_events(Client& client) {
       connected_logged = false;
     }
     if (!sleep_for(backoff)) return;
-    backoff = std::min(backoff * 2, kMaxBackoff);
+    backoff = std::min(backoff * 2, kMaxEventBackoff);
   }
 }
 

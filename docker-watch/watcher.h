@@ -12,6 +12,7 @@
 //     unreadable) changes nothing: the last applied Caddyfile keeps serving; it is retried with
 //     the same backoff; errors are logged once per change of state, not once per attempt.
 //   - The result is handed to `apply` only when its text differs from the last one handed over.
+//     Skipped labels and dropped blocks are logged whenever their list changes.
 //   - With several sockets, one daemon that cannot be listed holds back updates from all of
 //     them: dropping its services would take their routes down, so nothing changes until every
 //     daemon answers (CDP skips a socket whose task listing fails and serves without it).
@@ -57,6 +58,10 @@ class Generator {
   std::optional<IngressSet> last_ingress_;
 };
 
+// One log line per skipped label or source (`labels_skipped`) and per dropped block
+// (`block_dropped`, naming the block, the services/containers it came from and why).
+void log_problems(const labels::Generated& generated);
+
 class Watcher {
  public:
   using Apply = std::function<void(const Generator::Cycle&)>;
@@ -85,6 +90,7 @@ class Watcher {
   std::chrono::steady_clock::time_point pending_at_;
   std::optional<std::string> last_text_;
   std::vector<std::string> last_warnings_;
+  std::vector<std::string> last_problems_;
   std::thread loop_thread_;
   std::vector<std::thread> event_threads_;
 };

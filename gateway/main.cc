@@ -6,6 +6,7 @@
 // flight finish within grace_period and exit 0; a second SIGTERM/SIGINT exits at once (rc 1).
 #include <signal.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -135,8 +136,18 @@ Args parse_args(int argc, char** argv) {
                docker::is_option_flag(arg.substr(2, arg.find('=') - 2))) {
       // caddy-docker-proxy's options (docs in `help`); a boolean alone means true.
       std::string name = arg.substr(2, arg.find('=') - 2);
+      auto is_bool_word = [](std::string w) {
+        for (auto& c : w) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        return w == "true" || w == "false" || w == "yes" || w == "no" || w == "1" || w == "0";
+      };
       if (docker::is_bool_flag(name) && arg.find('=') == std::string::npos) {
-        a.docker_flags[name] = "true";
+        // `--flag` alone is true (Go's flag package); `--flag false` is accepted too, where Go
+        // would silently take `false` as a stray argument.
+        if (i + 1 < argc && is_bool_word(argv[i + 1])) {
+          a.docker_flags[name] = argv[++i];
+        } else {
+          a.docker_flags[name] = "true";
+        }
       } else {
         a.docker_flags[name] = value(("--" + name).c_str());
       }
@@ -222,7 +233,7 @@ class Control {
   // Builds and publishes; on error the current snapshot keeps serving. `initial` publishes
   // before the data plane starts.
   bool publish(const config::Config& cfg, const std::string& source, bool initial,
-               const char* fail_msg) {
+               const char* fail_msg, bool reload = true) {
     std::lock_guard lock(mu_);
     auto snap = engine::Snapshot::build(cfg, registry_, generation_ + 1);
     if (!snap) {
@@ -239,7 +250,7 @@ class Control {
           .kv("config", source)
           .kv("source", source == "<docker>" ? "docker" : "file")
           .kv("threads", dp_ ? dp_->threads() : 0)
-          .kv("reload", true);
+          .kv("reload", reload);
     }
     return true;
   }
@@ -426,10 +437,11 @@ labels::Validator snapshot_validator(std::shared_ptr<Validated> last = nullptr) 
       }
       return std::nullopt;
     }
+    // Positions would point into the text being validated, which no one sees.
     std::string reason;
     for (const auto& e : errs) {
       if (!reason.empty()) reason += "; ";
-      reason += e.str();
+      reason += e.message;
     }
     return reason;
   };
@@ -448,12 +460,6 @@ std::map<std::string, std::string> sites_of(const std::string& caddyfile) {
     out[key] += labels::print_block(b);
   }
   return out;
-}
-
-void log_generation_problems(const labels::Generated& g) {
-  for (const auto& p : g.problems) log::warn("labels_skipped").kv("problem", p);
-  for (const auto& d : g.dropped)
-    log::error("block_dropped").kv("block", d.block).kv("reason", d.reason);
 }
 
 int run_docker(const Args& a) {
@@ -481,18 +487,24 @@ int run_docker(const Args& a) {
       .kv("threads", dp.threads());
 
   std::map<std::string, std::string> sites;
+  bool published = false;
   auto validated = std::make_shared<Validated>();
   docker::Watcher watcher(*opts, snapshot_validator(validated),
                           [&](const docker::Generator::Cycle& c) {
                             const labels::Generated& g = c.generated;
-                            log_generation_problems(g);
                             log::debug("docker_caddyfile").kv("caddyfile", g.caddyfile);
                             auto cfg = validated->take(g.caddyfile);
                             if (!cfg) {
                               log_errors("reload_failed", cfg.errors());
                               return;
                             }
-                            if (!control.publish(*cfg, "<docker>", false, "reload_failed")) return;
+                            // The first generation replaces the empty start-up config: not a reload
+                            // for the reader.
+                            if (!control.publish(*cfg, "<docker>", false, "reload_failed",
+                                                 !sites.empty() || published)) {
+                              return;
+                            }
+                            published = true;
                             auto next = sites_of(g.caddyfile);
                             std::vector<std::string> added, removed, changed;
                             for (const auto& [key, text] : next) {
@@ -545,13 +557,23 @@ int adapt_docker(const Args& a) {
   for (const auto& n : cycle->notes) std::fprintf(stderr, "note: %s\n", n.c_str());
   for (const auto& w : cycle->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   for (const auto& p : cycle->generated.problems) std::fprintf(stderr, "%s\n", p.c_str());
-  for (const auto& d : cycle->generated.dropped) {
-    std::fprintf(stderr, "dropped: %s: %s\n", d.block.c_str(), d.reason.c_str());
+  const auto& g = cycle->generated;
+  for (size_t i = 0; i < g.dropped.size(); ++i) {
+    std::string from;
+    for (const auto& s :
+         i < g.dropped_sources.size() ? g.dropped_sources[i] : std::vector<std::string>{}) {
+      from += (from.empty() ? " (from " : ", ") + s;
+    }
+    if (!from.empty()) from += ")";
+    std::fprintf(stderr, "dropped: %s%s: %s\n", g.dropped[i].block.c_str(), from.c_str(),
+                 g.dropped[i].reason.c_str());
   }
-  const std::string& out = cycle->generated.caddyfile;
+  const std::string& out = g.caddyfile;
   std::fwrite(out.data(), 1, out.size(), stdout);
   if (out.empty() || out.back() != '\n') std::fputc('\n', stdout);
-  return 0;
+  // Like adapt --labels: labels that had to be skipped make the exit status 1 (the text is
+  // still printed); blocks dropped by validation do not, since CDP drops them too.
+  return g.problems.empty() ? 0 : 1;
 }
 
 // `adapt --labels FILE`: one label set in CDP's golden-file format -> the Caddyfile CDP would

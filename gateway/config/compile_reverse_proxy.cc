@@ -268,8 +268,7 @@ bool Compiler::transport(const Directive& d, HttpTransport& t) {
     } else if (n == "max_conns_per_host") {
       ok &= int_arg(sub, t.max_conns_per_host, 0, kNoMax);
     } else {
-      error(sub.name,
-            "unknown transport http subdirective '" + n + "': not supported yet by hsp-gateway");
+      unsupported_sub(d, sub);
       ok = false;
     }
   }

@@ -35,6 +35,9 @@ struct Generated {
   // the whole source as in CDP; malformed keys only their label).
   std::vector<std::string> problems;
   std::vector<Dropped> dropped;  // blocks removed by validation
+  // For each dropped block (same index): the sources whose labels made it, e.g.
+  // {"service web", "service api"} for a site both share.
+  std::vector<std::vector<std::string>> dropped_sources;
 };
 
 // Merges the sources in the order given (CDP's order is the caller's job).

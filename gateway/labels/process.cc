@@ -8,10 +8,12 @@ Validator compiler_validator() {
   return [](const std::string& text) -> std::optional<std::string> {
     auto config = config::load_caddyfile_text(text, "Caddyfile");
     if (config.ok()) return std::nullopt;
+    // The positions point into the text being validated (the block plus the globals and
+    // snippets before it), which is no file anyone sees: the message alone is clearer.
     std::string reason;
     for (const auto& e : config.errors()) {
       if (!reason.empty()) reason += "; ";
-      reason += e.str();
+      reason += e.message;
     }
     return reason;
   };
@@ -23,6 +25,7 @@ Dropped dropped_block(const Block& block, std::string reason, const PrintOptions
   Dropped d;
   d.text = print_block(block, options);
   d.block = d.text.substr(0, d.text.find('\n'));
+  for (const auto& k : block.keys) d.key += (d.key.empty() ? "" : " ") + k;
   d.reason = std::move(reason);
   return d;
 }

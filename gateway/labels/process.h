@@ -21,6 +21,7 @@ Validator compiler_validator();
 
 struct Dropped {
   std::string block;   // first line of the block, e.g. "service1.example.com {"
+  std::string key;     // its keys joined by spaces, e.g. "service1.example.com"; "" for globals
   std::string reason;  // the validator's message
   std::string text;    // the whole block as printed
 };

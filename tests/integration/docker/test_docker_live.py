@@ -150,6 +150,28 @@ class LiveRoutes(DockerTest):
         self.assertTrue(self.served_by(port, "good.localhost", b1))
         self.assertIsNone(gw.poll(), "gateway exited:\n" + gw.output_tail())
 
+    def test_new_broken_service_is_reported_at_once(self):
+        # A new service whose only block fails validation leaves the served Caddyfile as it
+        # was (no reload), but the drop must be logged when it happens, naming the service.
+        b1 = self.upstream(harness.echo_handler(), "backend1")
+        port = harness.free_port()
+        self.service("hsp_live_app", self.app_labels("app.localhost", port, b1))
+        gw = self.run_gateway(wait_ports=[port])
+        ok, _ = wait_for(lambda: self.served_by(port, "app.localhost", b1), DEADLINE)
+        self.assertTrue(ok, "app.localhost not served:\n" + gw.output_tail())
+        self.service("hsp_live_typo", self.app_labels("typo.localhost", port, b1,
+                                                      **{"caddy.reverse_proxy.lb_polcy": "first"}))
+        ok, took = wait_for(lambda: [j for j in log_events(gw, "block_dropped")
+                                     if "service hsp_live_typo" in j.get("sources", [])],
+                            DEADLINE)
+        self.assertTrue(ok, "no block_dropped line names the service:\n" + gw.output_tail())
+        log("block_dropped logged %.2f s after the service was created" % took)
+        line = ok[0]
+        self.assertEqual(line.get("block"), "http://typo.localhost:%d" % port)
+        self.assertIn("Caddy 2.6 has no such subdirective", line.get("reason", ""))
+        self.assertNotIn("<docker>:", line.get("reason", ""))
+        self.assertTrue(self.served_by(port, "app.localhost", b1))
+
 
 if __name__ == "__main__":
     harness.main()
