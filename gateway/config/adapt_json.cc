@@ -202,6 +202,103 @@ Json site_match_json(const Site& site) {
   return out;
 }
 
+// Whether `caddy adapt` prints this server's tls_connection_policies (httptype.go): when a
+// site asks for something (a certificate pair, protocols), with `auto_https off`, or when
+// automatic HTTPS would not add the catch-all policy itself (a key without a host, on a port
+// other than the HTTPS port, e.g. `https://:9443`). Otherwise automatic HTTPS adds it at
+// provisioning and adapt shows none; the model always has it.
+bool prints_conn_policies(const Config& cfg, const Server& s) {
+  for (const auto& p : s.tls_policies)
+    if (!p.tag.empty() || !p.protocol_min.empty() || !p.protocol_max.empty()) return true;
+  if (cfg.global.auto_https == AutoHttps::off) return true;
+  for (size_t idx : s.sites) {
+    const Site& site = cfg.sites[idx];
+    if (site.synthetic_redirect) continue;
+    for (const auto& a : site.addresses) {
+      uint16_t port = a.port != 0          ? a.port
+                      : a.scheme == "http" ? cfg.global.http_port
+                                           : cfg.global.https_port;
+      if (port == s.port && a.host.empty() && port != cfg.global.https_port) return true;
+    }
+  }
+  return false;
+}
+
+Json conn_policies_json(const Server& s) {
+  Json out = Json::array();
+  for (const auto& p : s.tls_policies) {
+    if (p.names.empty()) continue;
+    if (p.tag.empty() && p.protocol_min.empty() && p.protocol_max.empty()) continue;
+    Json j = Json::object();
+    j["match"] = Json{{"sni", strings(p.names)}};
+    if (!p.tag.empty()) j["certificate_selection"] = Json{{"any_tag", Json::array({p.tag})}};
+    if (!p.protocol_min.empty()) j["protocol_min"] = p.protocol_min;
+    if (!p.protocol_max.empty()) j["protocol_max"] = p.protocol_max;
+    out.push_back(j);
+  }
+  out.push_back(Json::object());
+  return out;
+}
+
+// apps.tls as `caddy adapt` writes it: certificate files to load, and automation policies for
+// sites that name an issuer. Names left to automatic HTTPS get their policy at provisioning.
+Json tls_app_json(const Config& cfg) {
+  Json load = Json::array();
+  std::vector<std::string> seen_tags;
+  std::vector<std::string> internal;
+  std::vector<std::pair<std::string, std::vector<std::string>>> by_email;
+  auto add_unique = [](std::vector<std::string>& v, const std::vector<std::string>& names) {
+    for (const auto& n : names)
+      if (std::find(v.begin(), v.end(), n) == v.end()) v.push_back(n);
+  };
+  for (const auto& s : cfg.servers) {
+    for (const auto& p : s.tls_policies) {
+      if (!p.tag.empty() &&
+          std::find(seen_tags.begin(), seen_tags.end(), p.tag) == seen_tags.end()) {
+        seen_tags.push_back(p.tag);
+        load.push_back(Json{
+            {"certificate", p.cert_file}, {"key", p.key_file}, {"tags", Json::array({p.tag})}});
+      }
+    }
+    for (size_t idx : s.sites) {
+      const Site& site = cfg.sites[idx];
+      if (!s.tls || site.synthetic_redirect) continue;
+      std::vector<std::string> names;
+      for (const auto& p : s.tls_policies)
+        for (const auto& a : site.addresses)
+          if (std::find(p.names.begin(), p.names.end(), a.host) != p.names.end())
+            add_unique(names, {a.host});
+      // Caddy collects a site's hosts through a Go map (random order); sorted here so that
+      // the output is stable and equal to Caddy's whenever Caddy's is deterministic.
+      std::sort(names.begin(), names.end());
+      if (site.tls.issuer == SiteTls::Issuer::internal) add_unique(internal, names);
+      if (site.tls.issuer == SiteTls::Issuer::acme) {
+        auto it = std::find_if(by_email.begin(), by_email.end(),
+                               [&](const auto& e) { return e.first == site.tls.email; });
+        if (it == by_email.end()) {
+          by_email.emplace_back(site.tls.email, std::vector<std::string>{});
+          it = by_email.end() - 1;
+        }
+        add_unique(it->second, names);
+      }
+    }
+  }
+  Json policies = Json::array();
+  if (!internal.empty())
+    policies.push_back(Json{{"subjects", strings(internal)},
+                            {"issuers", Json::array({Json{{"module", "internal"}}})}});
+  for (const auto& [email, names] : by_email) {
+    policies.push_back(
+        Json{{"subjects", strings(names)},
+             {"issuers", Json::array({Json{{"email", email}, {"module", "acme"}},
+                                      Json{{"email", email}, {"module", "zerossl"}}})}});
+  }
+  Json app = Json::object();
+  if (!load.empty()) app["certificates"] = Json{{"load_files", load}};
+  if (!policies.empty()) app["automation"] = Json{{"policies", policies}};
+  return app;
+}
+
 }  // namespace
 
 Json matcher_to_json(const MatcherSet& ms) {
@@ -335,14 +432,18 @@ std::string to_json(const Config& cfg, int indent) {
   global["idle_timeout"] = dur(g.idle_timeout);
 
   Json servers = Json::object();
-  for (size_t i = 0; i < cfg.servers.size(); ++i) {
-    const Server& s = cfg.servers[i];
+  size_t n = 0;
+  for (const Server& s : cfg.servers) {
+    // Caddy adds the automatic redirects after adapting; `adapt` shows neither them nor the
+    // server that only holds them.
+    if (s.redirect_only) continue;
     Json sj = Json::object();
     sj["listen"] = Json::array({listen_addr(s)});
     sj["tls"] = s.tls;
     Json sites = Json::array();
     for (size_t idx : s.sites) {
       const Site& site = cfg.sites[idx];
+      if (site.synthetic_redirect) continue;
       Json st = Json::object();
       st["site"] = idx;
       Json addrs = Json::array();
@@ -357,11 +458,18 @@ std::string to_json(const Config& cfg, int indent) {
       sites.push_back(st);
     }
     sj["sites"] = sites;
-    servers["srv" + std::to_string(i)] = sj;
+    if (s.tls && prints_conn_policies(cfg, s))
+      sj["tls_connection_policies"] = conn_policies_json(s);
+    if (g.auto_https == AutoHttps::off) sj["automatic_https"] = Json{{"disable", true}};
+    if (g.auto_https == AutoHttps::disable_redirects)
+      sj["automatic_https"] = Json{{"disable_redirects", true}};
+    if (g.protocols_set) sj["protocols"] = strings(g.protocols);
+    servers["srv" + std::to_string(n++)] = sj;
   }
   Json root = Json::object();
   root["global"] = global;
   root["apps"] = Json{{"http", Json{{"servers", servers}}}};
+  if (Json tls = tls_app_json(cfg); !tls.empty()) root["apps"]["tls"] = tls;
   return root.dump(indent) + "\n";
 }
 

@@ -120,11 +120,22 @@ void Compiler::global_options(const caddyfile::ServerBlock& gb) {
       global_log(d, level_set);
     } else if (n == "servers") {
       servers_option(d);
+    } else if (n == "auto_https") {
+      auto_https_option(d);
     } else {
       error(d.name, "unknown global option '" + n + "': not supported yet by hsp-gateway");
     }
   }
   if (g.debug && !level_set) g.log_level = "DEBUG";
+  // Equal ports would make every HTTPS site's redirect point at itself.
+  if (g.http_port == g.https_port) {
+    for (const auto& d : gb.directives)
+      if (d.name.text == "http_port" || d.name.text == "https_port") {
+        error(d.name, "http_port and https_port must differ (both are " +
+                          std::to_string(g.http_port) + ")");
+        break;
+      }
+  }
 }
 
 void Compiler::order_option(const Directive& d) {
@@ -219,6 +230,8 @@ void Compiler::servers_option(const Directive& d) {
         continue;
       }
       ip_ranges(sub, 1, g.trusted_proxies, "trusted_proxies");
+    } else if (n == "protocols") {
+      protocols_option(sub);
     } else if (n == "max_header_size") {
       size_arg(sub, g.max_header_bytes, true);
     } else if (n == "timeouts") {
@@ -326,7 +339,7 @@ Subroute Compiler::build_subroute(std::vector<RouteVal> vals) {
 void Compiler::directive(const Directive& d, const MatcherDefs& defs, SiteExtras* extras,
                          std::vector<RouteVal>& out) {
   const std::string& n = d.name.text;
-  if ((n == "bind" || n == "log") && !extras) {
+  if ((n == "bind" || n == "log" || n == "tls") && !extras) {
     error(d.name,
           "directive '" + n + "' is not an ordered HTTP handler, so it cannot be used here");
     return;
@@ -339,6 +352,15 @@ void Compiler::directive(const Directive& d, const MatcherDefs& defs, SiteExtras
     }
     AccessLog log;
     if (site_log(d, log)) extras->log = log;
+    return;
+  }
+  if (n == "tls") {
+    if (extras->tls) {
+      error(d.name, "only one tls directive per site is supported by hsp-gateway");
+      return;
+    }
+    SiteTls t;
+    if (tls_directive(d, t)) extras->tls = t;
     return;
   }
   if (n == "handle_path") return handle_path(d, defs, out);
@@ -411,6 +433,7 @@ void Compiler::site(const caddyfile::ServerBlock& sb) {
   std::vector<RouteVal> vals = directives(dirs, defs, &extras);
   site.bind = extras.bind;
   if (extras.log) site.log = *extras.log;
+  if (extras.tls) site.tls = *extras.tls;
   cfg_.sites.push_back(std::move(site));
   site_keys_.push_back(std::move(keys));
   site_vals_.push_back(std::move(vals));
@@ -441,27 +464,6 @@ std::optional<SiteKey> Compiler::site_key(const Token& k, Site& site) {
     error(k, "[" + k.text + "] scheme and port violate convention");
     return std::nullopt;
   }
-  // Caddy's automatic HTTPS: an explicit https://, a host name not on the HTTP port, or the
-  // HTTPS port. Serving those over plain HTTP would silently change what clients get.
-  bool https = ra.scheme == "https" ||
-               (ra.scheme != "http" && !ra.host.empty() && ra.port != http_port) ||
-               (ra.scheme.empty() && ln_port == https_port);
-  if (https) {
-    std::string suggestion;
-    if (!ra.host.empty()) {
-      std::string host = ra.host.find(':') != std::string::npos ? "[" + ra.host + "]" : ra.host;
-      bool keep_port = !ra.port.empty() && ra.port != https_port;
-      suggestion = "write http://" + host + (keep_port ? ":" + ra.port : "") + ra.path +
-                   " to serve plain HTTP";
-    } else {
-      suggestion = "listen on another port, e.g. :8080, to serve plain HTTP";
-    }
-    error(k, "site '" + k.text +
-                 "' would be served over HTTPS by Caddy; TLS is not "
-                 "supported yet: " +
-                 suggestion);
-    return std::nullopt;
-  }
   if (ra.host.empty() && ra.port.empty() && ra.scheme.empty()) {
     error(k, "site address '" + k.text + "' names neither a host nor a port");
     return std::nullopt;
@@ -469,6 +471,8 @@ std::optional<SiteKey> Compiler::site_key(const Token& k, Site& site) {
   SiteKey sk;
   sk.raw = ra;
   sk.listen_port = static_cast<uint16_t>(std::stoi(ln_port));
+  sk.https = qualifies_for_https(ra, ln_port, http_port, https_port);
+  if (sk.https) site.https = true;
   Address a;
   a.original = ra.original;
   a.scheme = ra.scheme;
@@ -553,6 +557,8 @@ Result<Config> Compiler::run(const caddyfile::File& file) {
   }
   derive_servers();
   build_site_routes();
+  derive_tls();
+  add_redirects();
   if (!errs_.empty()) return errs_;
   return std::move(cfg_);
 }

@@ -54,13 +54,20 @@ bool apply_header_op(OpsAcc& acc, bool response, std::string field, const std::s
 struct SiteExtras {
   std::vector<std::string> bind;
   std::optional<AccessLog> log;
+  std::optional<SiteTls> tls;
 };
 
 // One site key, parsed, with where it listens.
 struct SiteKey {
   RawAddress raw;
   uint16_t listen_port = 0;
+  bool https = false;  // Caddy's automatic HTTPS takes this key (see qualifies_for_https)
 };
+
+// Caddy's rule (httpcaddyfile): an explicit https://, a host name not on the HTTP port, or the
+// HTTPS port. `ln_port` is the port the key listens on.
+bool qualifies_for_https(const RawAddress& ra, const std::string& ln_port,
+                         const std::string& http_port, const std::string& https_port);
 
 // Caddy v2.6.2 directiveOrder (caddyconfig/httpcaddyfile/directives.go).
 const std::vector<std::string>& caddy_directive_order();
@@ -107,11 +114,18 @@ class Compiler {
   void order_option(const Directive& d);
   void global_log(const Directive& d, bool& level_set);
   void servers_option(const Directive& d);
+  void auto_https_option(const Directive& d);
+  void protocols_option(const Directive& d);
 
   // -- sites and servers (compile.cc) ---------------------------------------------------------
   void site(const caddyfile::ServerBlock& sb);
   std::optional<SiteKey> site_key(const Token& k, Site& site);
   void derive_servers();
+
+  // -- TLS and automatic HTTPS (compile_tls.cc) -----------------------------------------------
+  bool tls_directive(const Directive& d, SiteTls& out);
+  void derive_tls();
+  void add_redirects();
   void build_site_routes();
 
   // -- matchers (compile_matchers.cc) ---------------------------------------------------------

@@ -220,20 +220,87 @@ struct AccessLog {
   std::string level = "INFO";
 };
 
+// The site's `tls` directive (Caddy 2.6's tlsconfig/tls.go subset). Nothing here says whether
+// the site is served over HTTPS: Site::https does; a `tls` directive on a plain-HTTP site is
+// accepted and ignored, as Caddy does.
+struct SiteTls {
+  enum class Issuer {
+    automatic,  // no issuer written: the local CA or ACME by name (see TlsPolicy::acme_pending)
+    internal,   // `tls internal`, `tls { issuer internal }`: the local CA
+    acme        // `tls EMAIL`: ACME with that account; the ACME issue implements it
+  };
+  bool written = false;  // a `tls` directive was present
+  Issuer issuer = Issuer::automatic;
+  std::string email;      // `tls EMAIL`
+  std::string cert_file;  // `tls CERT KEY`: load this pair; no automation for the site
+  std::string key_file;
+  std::string protocol_min;  // "tls1.2" / "tls1.3"; empty: the default (TLS 1.2)
+  std::string protocol_max;  // empty: the newest (TLS 1.3)
+  SourceLoc loc;             // the `tls` directive
+};
+
 struct Site {
   std::vector<Address> addresses;
   std::vector<std::string> bind;  // `bind` directive: listen on these host addresses only
   std::vector<Route> routes;      // already in Caddy's directive order
   AccessLog log;
   SourceLoc loc;
+  // Caddy's automatic HTTPS: some key is `https://`, a host not on the HTTP port, or on the
+  // HTTPS port. `auto_https off` does not change this (Caddy 2.6 still serves such keys over
+  // TLS, only without certificate automation and redirects).
+  bool https = false;
+  SiteTls tls;
+  // An HTTP->HTTPS redirect that Caddy adds while provisioning (autohttps.go), not a site the
+  // user wrote: its only route is a 308 static_response. Not printed by `adapt`, as Caddy's
+  // `adapt` does not print them either.
+  bool synthetic_redirect = false;
+};
+
+// One TLS connection policy of a server: which SNI names it covers and where their
+// certificate comes from. The gateway/tls module turns these into an SSL_CTX with SNI selection.
+struct TlsPolicy {
+  enum class Source {
+    files,     // `tls CERT KEY`
+    local_ca,  // the local CA (`tls internal`, or implicit: localhost, *.localhost, IPs)
+    acme       // Caddy would use ACME (a public name, or `tls EMAIL`); see acme_pending
+  };
+  // SNI names (site hosts). Empty: the catch-all (SNI no policy lists, or none); it carries
+  // only defaults, and the certificate is the one another policy has for the name, if any.
+  std::vector<std::string> names;
+  Source source = Source::local_ca;
+  std::string cert_file;  // Source::files
+  std::string key_file;
+  std::string tag;           // "cert0", ... as `caddy adapt` tags load_files (Source::files)
+  std::string email;         // `tls EMAIL`
+  std::string protocol_min;  // as in SiteTls
+  std::string protocol_max;
+  // Source::acme, until the ACME issue lands: the local CA issues the certificate instead, and
+  // the TLS module logs a line saying so for these names.
+  bool acme_pending = false;
 };
 
 // One listening socket and the sites reachable through it.
 struct Server {
   std::string bind_host;  // "" for all interfaces
   uint16_t port = 0;
-  bool tls = false;           // TLS termination arrives with the TLS issue; false for now
+  bool tls = false;           // terminates TLS (some site on it is HTTPS)
   std::vector<size_t> sites;  // indices into Config::sites, in lookup priority order
+  // TLS only: one policy per distinct certificate source, then the catch-all (names empty).
+  std::vector<TlsPolicy> tls_policies;
+  // ALPN to offer, from `servers { protocols }`: "h2", "http/1.1"; empty when !tls.
+  std::vector<std::string> alpn;
+  // h2c with prior knowledge on a cleartext listener (`protocols ... h2c`).
+  bool h2c = false;
+  // Holds only HTTP->HTTPS redirects (Caddy's "remaining_auto_https_redirects"); not printed
+  // by `adapt`.
+  bool redirect_only = false;
+};
+
+// Global `auto_https`.
+enum class AutoHttps {
+  on,
+  off,  // no redirects and no certificate automation; HTTPS keys are still TLS (Site::https)
+  disable_redirects  // HTTPS as usual, no HTTP->HTTPS redirects
 };
 
 struct GlobalOptions {
@@ -242,6 +309,11 @@ struct GlobalOptions {
   bool debug = false;
   uint16_t http_port = 80;
   uint16_t https_port = 443;
+  AutoHttps auto_https = AutoHttps::on;
+  // `servers { protocols ... }`: "h1", "h2", "h2c", "h3". Caddy 2.6's default is h1 h2 h3; h3
+  // (QUIC) is not implemented and is accepted without effect.
+  std::vector<std::string> protocols = {"h1", "h2", "h3"};
+  bool protocols_set = false;  // written explicitly (adapt prints it then, as Caddy does)
   Duration grace_period{std::chrono::seconds(30)};
   std::vector<std::string> trusted_proxies;  // CIDRs; "private_ranges" expanded
   std::vector<std::string> order;            // `order X before|after Y` lines, as written

@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "engine/compiled.h"
+#include "engine/tls_certs.h"
 #include "http/message.h"
 
 namespace hsp::engine {
@@ -263,6 +264,11 @@ class SnapshotImpl final : public Snapshot {
   Decision dispatch(const Site& site, RequestCtx& ctx) const override;
   std::vector<const ProxyHandler*> proxies() const override { return proxies_; }
   void resolve_client_ip(http::Request& req) const override;
+  const ServerTls* server_tls(size_t server_index) const override {
+    return server_index < tls_.size() && tls_[server_index].selector ? &tls_[server_index]
+                                                                     : nullptr;
+  }
+  void set_tls(std::vector<ServerTls> tls) { tls_ = std::move(tls); }
 
  private:
   struct ServerTables {
@@ -289,6 +295,7 @@ class SnapshotImpl final : public Snapshot {
   std::unordered_map<const CompiledSite*, const Site*> plain_entries_;
   std::vector<const ProxyHandler*> proxies_;
   std::vector<IpRange> trusted_;
+  std::vector<ServerTls> tls_;  // [server index]
 };
 
 CompiledRoute SnapshotImpl::compile_route(const config::Route& r, Errors& errors) {
@@ -631,10 +638,13 @@ void SnapshotImpl::resolve_client_ip(http::Request& req) const {
 }  // namespace
 
 Result<SnapshotPtr> Snapshot::build(const config::Config& cfg, UpstreamRegistry& upstreams,
-                                    uint64_t generation) {
+                                    uint64_t generation, CertAuthority* certs) {
   auto snap = std::make_shared<SnapshotImpl>(cfg, generation);
   Errors errors = snap->compile(upstreams);
   if (!errors.empty()) return errors;
+  auto tls = build_server_tls(snap->config(), certs);
+  if (!tls) return tls.errors();
+  snap->set_tls(std::move(*tls));
   return SnapshotPtr(std::move(snap));
 }
 
