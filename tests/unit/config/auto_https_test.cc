@@ -8,28 +8,13 @@
 
 #include "config/adapt_json.h"
 #include "config/compile.h"
+#include "load_util.h"
 
 namespace hsp::config {
 namespace {
 
-Config load(const std::string& text) {
-  auto r = load_caddyfile_text(text, "Caddyfile");
-  if (!r.ok()) {
-    std::string all;
-    for (const auto& e : r.errors()) all += e.str() + "\n";
-    ADD_FAILURE() << all;
-    return {};
-  }
-  return r.value();
-}
-
-std::vector<std::string> errors(const std::string& text) {
-  auto r = load_caddyfile_text(text, "Caddyfile");
-  std::vector<std::string> out;
-  if (!r.ok())
-    for (const auto& e : r.errors()) out.push_back(e.str());
-  return out;
-}
+using testing::errors;
+using testing::load;
 
 const Server* server(const Config& c, uint16_t port) {
   for (const auto& s : c.servers)

@@ -4,30 +4,15 @@
 #include <gtest/gtest.h>
 
 #include "config/compile.h"
+#include "load_util.h"
 
 namespace hsp::config {
 namespace {
 
 using namespace std::chrono_literals;
 
-Config load(const std::string& text) {
-  auto r = load_caddyfile_text(text, "Caddyfile");
-  if (!r.ok()) {
-    std::string all;
-    for (const auto& e : r.errors()) all += e.str() + "\n";
-    ADD_FAILURE() << all;
-    return {};
-  }
-  return r.value();
-}
-
-std::vector<std::string> errors(const std::string& text) {
-  auto r = load_caddyfile_text(text, "Caddyfile");
-  std::vector<std::string> out;
-  if (!r.ok())
-    for (const auto& e : r.errors()) out.push_back(e.str());
-  return out;
-}
+using testing::errors;
+using testing::load;
 
 caddyfile::Token tok(const std::string& text, int line, int col) {
   caddyfile::Token t;
