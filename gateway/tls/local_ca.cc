@@ -267,8 +267,18 @@ SystemTime LocalCa::now() const {
 Result<std::unique_ptr<LocalCa>> LocalCa::open(const std::string& dir, Options options) {
   std::unique_ptr<LocalCa> ca(new LocalCa());
   ca->options_ = std::move(options);
-  std::string path = dir;
-  for (const char* part : {"", "/pki", "/authorities", "/local"}) {
+  // The data directory and its missing parents first (a fresh $HOME has no ~/.local/share),
+  // then Caddy's pki layout under it; every directory made here is 0700.
+  std::string path;
+  for (size_t i = 1; i <= dir.size(); ++i) {
+    if (i < dir.size() && dir[i] != '/') continue;
+    path = dir.substr(0, i);
+    if (path.empty() || path == "/") continue;
+    auto made = make_dir(path);
+    if (!made) return made.errors();
+  }
+  path = dir;
+  for (const char* part : {"/pki", "/authorities", "/local"}) {
     path += part;
     auto made = make_dir(path);
     if (!made) return made.errors();

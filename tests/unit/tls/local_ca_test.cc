@@ -88,6 +88,16 @@ TEST(LocalCa, CreatesRootAndIntermediateInCaddysLayoutWithPrivateModes) {
             hours(24 * 7));
 }
 
+// A fresh machine has no ~/.local/share: the data directory and its parents are made, private.
+TEST(LocalCa, CreatesMissingParentsOfTheDataDirectory) {
+  TempDir tmp;
+  const std::string data = tmp.path() + "/home/.local/share/hsp-gateway";
+  auto ca = LocalCa::open(data);
+  ASSERT_TRUE(ca) << ca.errors().front().str();
+  EXPECT_EQ(mode_of(tmp.path() + "/home/.local"), 0700u);
+  EXPECT_EQ(mode_of(data + "/pki/authorities/local/root.key"), 0600u);
+}
+
 TEST(LocalCa, OpenTwiceReusesTheSameRootAndIntermediate) {
   TempDir tmp;
   auto first = LocalCa::open(tmp.path());
