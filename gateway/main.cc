@@ -8,6 +8,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "config/adapt_json.h"
@@ -26,6 +28,7 @@
 #include "docker-watch/options.h"
 #include "docker-watch/watcher.h"
 #include "engine/engine.h"
+#include "engine/tls_certs.h"
 #include "http1/server.h"
 #include "labels/generate.h"
 #include "util/log.h"
@@ -84,6 +87,7 @@ struct Args {
   bool docker = false;                 // run/adapt --docker
   docker::FlagValues docker_flags;     // CDP's options given as flags
   int threads = 0;
+  std::string data_dir;  // --data-dir (else $HSP_DATA_DIR, else the XDG data directory)
   int demo_port = 8080;
   bool demo_port_set = false;
   bool bad = false;
@@ -130,6 +134,8 @@ Args parse_args(int argc, char** argv) {
     } else if (arg == "--demo-port" || arg.rfind("--demo-port=", 0) == 0) {
       a.demo_port = number("--demo-port", 1, 65534);  // the demo also takes PORT+1
       a.demo_port_set = true;
+    } else if (arg == "--data-dir" || arg.rfind("--data-dir=", 0) == 0) {
+      a.data_dir = value("--data-dir");
     } else if (arg == "--docker") {
       a.docker = true;
     } else if (arg.rfind("--", 0) == 0 &&
@@ -181,6 +187,7 @@ void print_usage(FILE* out) {
   std::fprintf(out,
                "usage:\n"
                "  hsp-gateway run [--config FILE] [--threads N] [--demo-port PORT]\n"
+               "                  [--data-dir DIR]\n"
                "  hsp-gateway run --docker [--config BASE_CADDYFILE] [--threads N] [OPTIONS]\n"
                "  hsp-gateway adapt --config FILE\n"
                "  hsp-gateway adapt --labels FILE [--upstream NAME]...\n"
@@ -229,13 +236,15 @@ class Control {
       : store_(store), registry_(registry) {}
 
   void attach(http1::DataPlane* dp) { dp_ = dp; }
+  // Issues the local-CA certificates of HTTPS sites; set before the first publish.
+  void set_certs(engine::CertAuthority* certs) { certs_ = certs; }
 
   // Builds and publishes; on error the current snapshot keeps serving. `initial` publishes
   // before the data plane starts.
   bool publish(const config::Config& cfg, const std::string& source, bool initial,
                const char* fail_msg, bool reload = true) {
     std::lock_guard lock(mu_);
-    auto snap = engine::Snapshot::build(cfg, registry_, generation_ + 1);
+    auto snap = engine::Snapshot::build(cfg, registry_, generation_ + 1, certs_);
     if (!snap) {
       log_errors(fail_msg, snap.errors());
       return false;
@@ -257,11 +266,29 @@ class Control {
 
   uint64_t generation() const { return generation_; }
 
+  // Rebuilds the current snapshot from its own config so that local-CA leaves past 2/3 of their
+  // life are renewed (LocalCa renews only when asked). Connections keep their certificates;
+  // new handshakes get the new ones.
+  void renew_certificates() {
+    std::lock_guard lock(mu_);
+    engine::SnapshotPtr cur = store_.load();
+    if (!cur) return;
+    auto snap = engine::Snapshot::build(cur->config(), registry_, generation_ + 1, certs_);
+    if (!snap) {
+      log_errors("tls_renewal_failed", snap.errors());
+      return;
+    }
+    ++generation_;
+    store_.publish(*snap);
+    log::info("tls_certificates_renewed").kv("generation", generation_);
+  }
+
  private:
   std::mutex mu_;
   engine::SnapshotStore& store_;
   engine::UpstreamRegistry& registry_;
   http1::DataPlane* dp_ = nullptr;
+  engine::CertAuthority* certs_ = nullptr;
   uint64_t generation_ = 0;
 };
 
@@ -320,16 +347,43 @@ int drain_and_stop(http1::DataPlane& dp, engine::SnapshotStore& store, int sig,
 // first config. Null (after logging why) when the config does not build or a port cannot be
 // bound.
 struct Serving {
+  explicit Serving(const std::string& data_dir) : certs(data_dir) { control.set_certs(&certs); }
+  ~Serving() {
+    {
+      std::lock_guard lock(renew_mu);
+      renew_stop = true;
+    }
+    renew_cv.notify_all();
+    if (renewer.joinable()) renewer.join();
+  }
+  // Checks once a minute whether a local-CA leaf is due for renewal (leaves live 12 hours).
+  void start_renewer() {
+    renewer = std::thread([this] {
+      std::unique_lock lock(renew_mu);
+      while (!renew_cv.wait_for(lock, std::chrono::minutes(1), [this] { return renew_stop; })) {
+        auto at = certs.renew_at();
+        if (!at || certs.now() < *at) continue;
+        lock.unlock();
+        control.renew_certificates();
+        lock.lock();
+      }
+    });
+  }
+  engine::CertAuthority certs;  // outlives the snapshots the store holds
   engine::UpstreamRegistry registry;
   engine::SnapshotStore store;
   Control control{store, registry};
   std::unique_ptr<http1::DataPlane> dp;
   sigset_t signals;
+  std::thread renewer;
+  std::mutex renew_mu;
+  std::condition_variable renew_cv;
+  bool renew_stop = false;
 };
 
 std::unique_ptr<Serving> start_serving(const config::Config& first, const std::string& source,
-                                       int threads) {
-  auto s = std::make_unique<Serving>();
+                                       int threads, const std::string& data_dir) {
+  auto s = std::make_unique<Serving>(engine::data_dir(data_dir));
   if (!s->control.publish(first, source, true, "config_error")) return nullptr;
   s->signals = block_control_signals();
   s->dp = std::make_unique<http1::DataPlane>(s->store, s->registry, http1::Options{threads, true});
@@ -339,6 +393,7 @@ std::unique_ptr<Serving> start_serving(const config::Config& first, const std::s
     return nullptr;
   }
   s->control.attach(s->dp.get());
+  s->start_renewer();
   return s;
 }
 
@@ -349,7 +404,7 @@ int run(const Args& a) {
     return 1;
   }
   const std::string config_name = a.config.empty() ? std::string("<demo>") : a.config;
-  auto serving = start_serving(*cfg, config_name, a.threads);
+  auto serving = start_serving(*cfg, config_name, a.threads, a.data_dir);
   if (!serving) return 1;
   Control& control = serving->control;
   http1::DataPlane& dp = *serving->dp;
@@ -471,7 +526,7 @@ int run_docker(const Args& a) {
   // Nothing to serve until the first generation: an empty snapshot, no listeners.
   auto empty = config::load_caddyfile_text("", "<docker>");
   if (!empty) return 1;
-  auto serving = start_serving(*empty, "<docker>", a.threads);
+  auto serving = start_serving(*empty, "<docker>", a.threads, a.data_dir);
   if (!serving) return 1;
   Control& control = serving->control;
   http1::DataPlane& dp = *serving->dp;

@@ -20,6 +20,10 @@
 #include "http/message.h"
 #include "util/error.h"
 
+namespace hsp::tls {
+class CertSelector;
+}  // namespace hsp::tls
+
 namespace hsp::engine {
 
 class Snapshot;
@@ -159,6 +163,17 @@ class CompiledHeaderOps {
   virtual bool deferred() const = 0;
 };
 
+// What a TLS server (config::Server::tls) hands its handshakes as of one snapshot: the SNI table
+// and the protocol range. Built with the snapshot (engine/tls_certs.h), so a certificate file
+// that does not load rejects the snapshot and the old one keeps serving.
+struct ServerTls {
+  std::shared_ptr<const tls::CertSelector> selector;
+  int min_version = 0;  // OpenSSL's TLS1_2_VERSION / TLS1_3_VERSION
+  int max_version = 0;
+};
+
+class CertAuthority;
+
 // One immutable routing table.
 class Snapshot {
  public:
@@ -166,8 +181,11 @@ class Snapshot {
 
   // Compiles cfg. Regexes, placeholders, CIDRs and the host tables are built here, so every
   // error surfaces at load time with its SourceLoc.
+  // `certs` issues local-CA certificates for TLS servers; without one (validate, adapt,
+  // tests) certificate files are still loaded and checked, and names that would need the local
+  // CA are left out of the selectors.
   static Result<SnapshotPtr> build(const config::Config& cfg, UpstreamRegistry& upstreams,
-                                   uint64_t generation);
+                                   uint64_t generation, CertAuthority* certs = nullptr);
 
   virtual const config::Config& config() const = 0;
   virtual uint64_t generation() const = 0;
@@ -181,6 +199,9 @@ class Snapshot {
   // Runs the site's routes over the request: matchers, rewrites, request header edits and
   // `request_body` limits are applied to ctx.req; the result says how to answer.
   virtual Decision dispatch(const Site& site, RequestCtx& ctx) const = 0;
+
+  // cfg.servers[server_index]'s certificates; nullptr for a cleartext server.
+  virtual const ServerTls* server_tls(size_t server_index) const { return nullptr; }
 
   // Every compiled reverse_proxy handler, for active health checks.
   virtual std::vector<const ProxyHandler*> proxies() const = 0;

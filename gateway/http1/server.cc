@@ -18,6 +18,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <optional>
 
+#include "http1/tls_context.h"
 #include "http1/worker.h"
 #include "util/log.h"
 
@@ -28,7 +29,8 @@ using asio::redirect_error;
 using asio::use_awaitable;
 using boost::system::error_code;
 
-asio::awaitable<void> accept_loop(Worker& w, std::shared_ptr<tcp::acceptor> acc, ListenerKey key) {
+asio::awaitable<void> accept_loop(Worker& w, std::shared_ptr<tcp::acceptor> acc, ListenerKey key,
+                                  std::shared_ptr<TlsContext> tls) {
   asio::steady_timer backoff(*w.ioc);
   for (;;) {
     error_code ec;
@@ -41,7 +43,7 @@ asio::awaitable<void> accept_loop(Worker& w, std::shared_ptr<tcp::acceptor> acc,
       co_await backoff.async_wait(redirect_error(use_awaitable, ec));
       continue;
     }
-    asio::co_spawn(*w.ioc, serve_connection(w, std::move(sock), key), asio::detached);
+    asio::co_spawn(*w.ioc, serve_connection(w, std::move(sock), key, tls), asio::detached);
   }
 }
 
@@ -63,7 +65,39 @@ struct Listener {
   std::string addr;
   uint16_t port = 0;
   std::vector<std::shared_ptr<tcp::acceptor>> acceptors;  // [worker index]
+  std::shared_ptr<TlsContext> tls;                        // HTTPS listeners
 };
+
+// The worker whose thread this is (null on other threads). Handshakes run on their worker's
+// thread, so the certificate lookup can use that worker's lock-free snapshot reader.
+thread_local Worker* tl_worker = nullptr;
+
+// The current snapshot's certificates for the server behind `key`, for the SNI callback.
+std::shared_ptr<const tls::CertSelector> current_selector(const ListenerKey& key) {
+  Worker* w = tl_worker;
+  if (!w) return nullptr;
+  engine::SnapshotPtr snap = w->reader.current();
+  const auto& servers = snap->config().servers;
+  for (size_t i = 0; i < servers.size(); ++i) {
+    if (servers[i].bind_host == key.bind_host && servers[i].port == key.port) {
+      const engine::ServerTls* st = snap->server_tls(i);
+      return st ? st->selector : nullptr;
+    }
+  }
+  return nullptr;
+}
+
+// One SSL_CTX per HTTPS listener, for its whole life: certificates come from the snapshot at
+// each handshake (the selector swaps with the snapshot), and the protocol range is set per
+// connection, so nothing here changes on reload; the session-ticket keys stay with the listener.
+Result<std::shared_ptr<TlsContext>> make_tls_context(const ListenerKey& key) {
+  tls::ServerOptions o;
+  // ALPN: only what this data plane speaks. h2 is offered once the HTTP/2 server exists.
+  o.alpn = {"http/1.1"};
+  auto sc = tls::ServerContext::create(o, [key] { return current_selector(key); });
+  if (!sc) return sc.errors();
+  return std::make_shared<TlsContext>(std::move(*sc));
+}
 
 std::string endpoint_str(const tcp::endpoint& ep) {
   auto a = ep.address();
@@ -168,6 +202,15 @@ Errors DataPlane::Impl::open(const ListenerKey& key, Listener& out) {
     return fail("bind", ec);
   }
   if (ec) return fail("bind", ec);
+  if (key.tls) {
+    auto tls = make_tls_context(key);
+    if (!tls) {
+      for (auto& a : out.acceptors) a->close(ec);
+      out.acceptors.clear();
+      return tls.errors();
+    }
+    out.tls = std::move(*tls);
+  }
   out.port = port;
   out.addr = endpoint_str(out.acceptors[0]->local_endpoint(ec));
   return {};
@@ -178,12 +221,13 @@ void DataPlane::Impl::start_accepting(Listener& l) {
     Worker& w = *workers[i];
     auto acc = l.acceptors[i];
     ListenerKey key = l.key;
-    asio::co_spawn(*w.ioc, accept_loop(w, acc, key), asio::detached);
+    asio::co_spawn(*w.ioc, accept_loop(w, acc, key, l.tls), asio::detached);
   }
   log::info("listening")
       .kv("addr", l.addr)
       .kv("bind_host", l.key.bind_host)
       .kv("port", static_cast<int>(l.port))
+      .kv("tls", l.key.tls)
       .kv("workers", static_cast<int>(workers.size()));
 }
 
@@ -248,6 +292,7 @@ Errors DataPlane::start() {
     asio::co_spawn(*w->ioc, pool_sweeper(*w), asio::detached);
     Worker* wp = w.get();
     wp->thread = std::thread([wp] {
+      tl_worker = wp;
       for (;;) {
         try {
           wp->ioc->run();
@@ -274,7 +319,7 @@ Errors DataPlane::sync_listeners() {
   if (!snap) return errs;
   std::vector<ListenerKey> want;
   for (const auto& s : snap->config().servers) {
-    ListenerKey k{s.bind_host, s.port};
+    ListenerKey k{s.bind_host, s.port, s.tls};
     if (std::find(want.begin(), want.end(), k) == want.end()) want.push_back(k);
   }
   // Removed first, so that a port moving between bind addresses can be bound again.

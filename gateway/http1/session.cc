@@ -1,6 +1,7 @@
 // One downstream HTTP/1.1 connection: reads requests one after the other (pipelined requests
 // wait in the read buffer), routes each through the snapshot it started with, and answers it
-// directly (Kind::respond) or through an upstream (Kind::proxy).
+// directly (Kind::respond) or through an upstream (Kind::proxy). HTTPS listeners run the same
+// code over a TLS stream after the handshake (Session<TlsStream>; DATAPLANE.md, "HTTPS").
 //
 // Beast parses both directions (request_parser / response_parser with buffer_body, so a body
 // is never held whole: it moves through one 16 KiB buffer per direction, which is also the
@@ -29,6 +30,8 @@
 // Known gaps: trailers are dropped in both directions (the chunked framing ends with an empty
 // trailer section); `flush_interval` > 0 is treated like -1 (we always flush).
 
+#include <openssl/err.h>
+
 #include <algorithm>
 #include <array>
 #include <boost/asio/co_spawn.hpp>
@@ -46,9 +49,11 @@
 #include <ctime>
 #include <limits>
 #include <optional>
+#include <type_traits>
 
 #include "http/hop_by_hop.h"
 #include "http1/access_log.h"
+#include "http1/tls_context.h"
 #include "http1/worker.h"
 #include "util/log.h"
 
@@ -155,6 +160,13 @@ std::string ip_string(const asio::ip::address& a) {
 
 bool is_timeout(const error_code& ec) {
   return ec == beast::error::timeout;
+}
+
+// A TLS client that closes without close_notify (curl does) ends with stream_truncated: that is
+// an EOF like any other. Other TLS-layer errors mean the stream is unusable; no 400 goes back.
+bool is_tls_error(const error_code& ec) {
+  return ec == asio::ssl::error::stream_truncated ||
+         ec.category() == asio::error::get_ssl_category();
 }
 
 // Cancellation shared by an exchange and the timers/pump it starts: handlers hold the
@@ -287,16 +299,26 @@ struct Exchange {
   uint64_t bytes_read = 0;     // request body bytes read from the client
 };
 
+// Stream is beast::tcp_stream (cleartext listeners) or TlsStream (HTTPS listeners); both are
+// instantiated here only, by serve_connection at the end of this file. Everything that is not a
+// read or a write (timeouts, cancel, shutdown) goes to the TCP layer underneath, tcp().
+template <class Stream>
 class Session {
  public:
-  Session(Worker& w, tcp::socket sock, ListenerKey key)
-      : w_(w), stream_(std::move(sock)), key_(std::move(key)) {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
+  template <class... StreamArgs>
+  Session(Worker& w, ListenerKey key, std::shared_ptr<TlsContext> tls, StreamArgs&&... args)
+      : w_(w),
+        tls_(std::move(tls)),
+        stream_(std::forward<StreamArgs>(args)...),
+        key_(std::move(key)) {
     id_ = w_.shared.next_conn_id.fetch_add(1, std::memory_order_relaxed);
     w_.shared.open_conns.fetch_add(1, std::memory_order_relaxed);
-    slot_.stream = &stream_;
+    slot_.stream = &tcp();
     w_.conns.insert(&slot_);
     error_code ec;
-    auto& s = stream_.socket();
+    auto& s = tcp().socket();
     s.set_option(tcp::no_delay(true), ec);
     auto re = s.remote_endpoint(ec);
     if (!ec) {
@@ -341,8 +363,13 @@ class Session {
   void finish(Exchange& x);
   void accept_minor_versions();
 
+  beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream_); }
+  asio::awaitable<bool> tls_handshake();
+  asio::awaitable<void> send_close_notify();
+
   Worker& w_;
-  beast::tcp_stream stream_;
+  std::shared_ptr<TlsContext> tls_;  // HTTPS only; declared before stream_, which points into it
+  Stream stream_;
   beast::flat_buffer buf_;
   ListenerKey key_;
   uint64_t id_ = 0;
@@ -353,10 +380,13 @@ class Session {
   uint64_t server_gen_ = 0;
   size_t server_index_ = SIZE_MAX;
   Clock::duration idle_timeout_ = std::chrono::minutes(5);
+  std::string sni_;      // HTTPS: the server name the client sent, if any
+  bool tls_up_ = false;  // HTTPS: the handshake completed (close_notify is owed)
   bool linger_ = false;  // the client may still be sending: close with lingering_close()
 };
 
-size_t Session::server_index(const engine::Snapshot& s) {
+template <class Stream>
+size_t Session<Stream>::server_index(const engine::Snapshot& s) {
   // Server indices can move between snapshots; the listener's (bind_host, port) is stable.
   if (s.generation() != server_gen_ || server_index_ == SIZE_MAX) {
     server_gen_ = s.generation();
@@ -376,7 +406,8 @@ size_t Session::server_index(const engine::Snapshot& s) {
 // minor version is compatible). When the buffered request line ends in "HTTP/1.2".."HTTP/1.9",
 // we rewrite the digit to 1 before Beast sees it. A request line that has not fully arrived in
 // the first read is not rewritten (then Beast answers 400: the cost of this shortcut).
-void Session::accept_minor_versions() {
+template <class Stream>
+void Session<Stream>::accept_minor_versions() {
   auto data = buf_.data();
   char* b = static_cast<char*>(data.data());
   size_t n = std::min<size_t>(data.size(), 16384);
@@ -386,17 +417,24 @@ void Session::accept_minor_versions() {
   if (std::memcmp(v, "HTTP/1.", 7) == 0 && v[7] >= '2' && v[7] <= '9') v[7] = '1';
 }
 
-asio::awaitable<void> Session::run() {
+template <class Stream>
+asio::awaitable<void> Session<Stream>::run() {
   bool first = true;
   error_code ec;
+  if constexpr (kTls) {
+    if (!co_await tls_handshake()) {
+      tcp().socket().close(ec);
+      co_return;
+    }
+  }
   for (;;) {
     if (w_.shared.draining.load(std::memory_order_acquire) && !first) break;
     if (buf_.size() == 0) {
       const auto& g = w_.reader.current()->config().global;
       idle_timeout_ = or_default(g.idle_timeout, std::chrono::minutes(5));
       slot_.idle = true;
-      stream_.expires_after(first ? or_default(g.read_header_timeout, std::chrono::seconds(30))
-                                  : idle_timeout_);
+      tcp().expires_after(first ? or_default(g.read_header_timeout, std::chrono::seconds(30))
+                                : idle_timeout_);
       size_t n = co_await stream_.async_read_some(buf_.prepare(kReadChunk),
                                                   redirect_error(use_awaitable, ec));
       slot_.idle = false;
@@ -406,35 +444,105 @@ asio::awaitable<void> Session::run() {
     first = false;
     if (!co_await handle_request()) break;
   }
+  if constexpr (kTls) co_await send_close_notify();
   if (linger_) {
     co_await lingering_close();
   } else {
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.socket().close(ec);
+    tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
+    tcp().socket().close(ec);
+  }
+}
+
+// The handshake runs under read_header_timeout, like the first request head it precedes (Go's
+// http.Server counts the handshake against ReadHeaderTimeout too). The certificate is chosen
+// by SNI through the snapshot current at that moment; the SSL* keeps it for the connection's
+// life, so a reload that swaps certificates never touches connections already up.
+template <class Stream>
+asio::awaitable<bool> Session<Stream>::tls_handshake() {
+  if constexpr (kTls) {
+    engine::SnapshotPtr snap = w_.reader.current();
+    SSL* ssl = stream_.native_handle();
+    size_t si = server_index(*snap);
+    if (const engine::ServerTls* st = si == SIZE_MAX ? nullptr : snap->server_tls(si)) {
+      SSL_set_min_proto_version(ssl, st->min_version);
+      SSL_set_max_proto_version(ssl, st->max_version);
+    }
+    error_code ec;
+    tcp().expires_after(
+        or_default(snap->config().global.read_header_timeout, std::chrono::seconds(30)));
+    // No request yet: a drain may close the connection mid-handshake, as it closes idle ones.
+    slot_.idle = true;
+    co_await stream_.async_handshake(asio::ssl::stream_base::server,
+                                     redirect_error(use_awaitable, ec));
+    slot_.idle = false;
+    if (ec) {
+      log::debug("tls_handshake_failed")
+          .kv("conn_id", id_)
+          .kv("remote_ip", remote_ip_)
+          .kv("error", ec.message());
+      // Plain HTTP sent to the HTTPS port: Go's server answers with this exact text (in clear)
+      // instead of just closing, so a user who forgot https:// sees why.
+      if (ec.category() == asio::error::get_ssl_category() &&
+          ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_HTTP_REQUEST) {
+        static constexpr std::string_view kPlain =
+            "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+        tcp().expires_after(std::chrono::seconds(5));
+        co_await asio::async_write(tcp(), asio::buffer(kPlain.data(), kPlain.size()),
+                                   redirect_error(use_awaitable, ec));
+        co_await lingering_close();
+      }
+      co_return false;
+    }
+    tls_up_ = true;
+    if (const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) sni_ = name;
+    // We offer only http/1.1 (or nothing); anything else here would be a protocol we do not
+    // speak.
+    std::string_view alpn = tls::ServerContext::selected_alpn(ssl);
+    if (!alpn.empty() && alpn != "http/1.1") co_return false;
+  }
+  co_return true;
+}
+
+// Sends our close_notify without waiting for the client's: Go's tls.Conn.Close does the same,
+// and curl and browsers often never answer one. Marking the peer's close_notify as received
+// makes SSL_shutdown complete after writing ours. Bounded: a client that does not read must not
+// hold the connection (and a drain) for long.
+template <class Stream>
+asio::awaitable<void> Session<Stream>::send_close_notify() {
+  if constexpr (kTls) {
+    if (!tls_up_) co_return;
+    tls_up_ = false;
+    SSL_set_shutdown(stream_.native_handle(), SSL_RECEIVED_SHUTDOWN);
+    error_code ec;
+    tcp().expires_after(std::chrono::seconds(2));
+    co_await stream_.async_shutdown(redirect_error(use_awaitable, ec));
   }
 }
 
 // Closes so that a response we just wrote is not destroyed by an RST: the kernel sends RST
 // instead of FIN when unread data is pending, so read and discard what the client still sends
-// for a short while (Go's closeWrite + rstAvoidanceDelay does the same).
-asio::awaitable<void> Session::lingering_close() {
+// for a short while (Go's closeWrite + rstAvoidanceDelay does the same). Over TLS the
+// close_notify went out before; what we discard here are raw TLS records.
+template <class Stream>
+asio::awaitable<void> Session<Stream>::lingering_close() {
   error_code ec;
-  stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  tcp().socket().shutdown(tcp::socket::shutdown_send, ec);
   if (!ec) {
     std::array<char, 4096> sink;
     size_t total = 0;
-    stream_.expires_after(std::chrono::milliseconds(500));
+    tcp().expires_after(std::chrono::milliseconds(500));
     while (total < (1u << 20)) {
       size_t n =
-          co_await stream_.async_read_some(asio::buffer(sink), redirect_error(use_awaitable, ec));
+          co_await tcp().async_read_some(asio::buffer(sink), redirect_error(use_awaitable, ec));
       if (ec) break;
       total += n;
     }
   }
-  stream_.socket().close(ec);
+  tcp().socket().close(ec);
 }
 
-asio::awaitable<void> Session::write_error_and_close(int status, std::string_view detail) {
+template <class Stream>
+asio::awaitable<void> Session<Stream>::write_error_and_close(int status, std::string_view detail) {
   linger_ = true;
   // Go's own error replies, byte for byte: the detail rides in the status line and the body,
   // "HTTP/1.1" whatever the request said, no Content-Length (the close ends the body).
@@ -447,11 +555,12 @@ asio::awaitable<void> Session::write_error_and_close(int status, std::string_vie
   out += "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n";
   out += status == 501 ? std::string("Unsupported transfer encoding") : text;
   error_code ec;
-  stream_.expires_after(std::chrono::seconds(10));
+  tcp().expires_after(std::chrono::seconds(10));
   co_await asio::async_write(stream_, asio::buffer(out), redirect_error(use_awaitable, ec));
 }
 
-void Session::finish(Exchange& x) {
+template <class Stream>
+void Session<Stream>::finish(Exchange& x) {
   if (!x.log || !x.log->enabled) return;
   // Whatever the request saw last (usually its client socket closing), it ended because the
   // shutdown grace period ran out.
@@ -470,7 +579,8 @@ void Session::finish(Exchange& x) {
   write_access_log(*x.log, rec);
 }
 
-asio::awaitable<bool> Session::handle_request() {
+template <class Stream>
+asio::awaitable<bool> Session<Stream>::handle_request() {
   Exchange x;
   x.snap = w_.reader.current();  // kept until this request ends, whatever reloads happen
   const config::GlobalOptions& g = x.snap->config().global;
@@ -481,7 +591,7 @@ asio::awaitable<bool> Session::handle_request() {
 
   error_code ec;
   accept_minor_versions();
-  stream_.expires_after(or_default(g.read_header_timeout, std::chrono::seconds(30)));
+  tcp().expires_after(or_default(g.read_header_timeout, std::chrono::seconds(30)));
   co_await http::async_read_header(stream_, buf_, p, redirect_error(use_awaitable, ec));
   if (ec) {
     if (ec == http::error::header_limit) {
@@ -494,7 +604,7 @@ asio::awaitable<bool> Session::handle_request() {
       co_await write_error_and_close(line_too_long ? 414 : 431);
     } else if (ec != http::error::end_of_stream && ec != asio::error::eof && !is_timeout(ec) &&
                ec != asio::error::connection_reset && ec != asio::error::operation_aborted &&
-               ec != http::error::partial_message) {
+               ec != http::error::partial_message && !is_tls_error(ec)) {
       log::debug("bad_request").kv("conn_id", id_).kv("error", ec.message());
       std::string_view detail;
       if (ec == http::error::bad_field) detail = "invalid header name";
@@ -511,6 +621,11 @@ asio::awaitable<bool> Session::handle_request() {
   r.method = std::string(m.method_string());
   r.version = m.version() == 10 ? 10 : 11;
   r.scheme = "http";
+  if constexpr (kTls) {
+    r.scheme = "https";
+    r.tls = true;
+    r.tls_server_name = sni_;
+  }
   std::string_view target = m.target();
   r.orig_uri = std::string(target);
   std::string abs_authority;
@@ -634,7 +749,8 @@ asio::awaitable<bool> Session::handle_request() {
 
 // Reads and discards what is left of the request body so the connection can carry the next
 // request; gives up (close) past kMaxDrainBytes, as Go does.
-asio::awaitable<bool> Session::drain_body(Exchange& x) {
+template <class Stream>
+asio::awaitable<bool> Session<Stream>::drain_body(Exchange& x) {
   if (x.expect_continue) co_return false;  // the client waits for a 100 we never sent
   ReqParser& p = *x.parser;
   char sink[kBodyChunk];
@@ -643,7 +759,7 @@ asio::awaitable<bool> Session::drain_body(Exchange& x) {
   while (!p.is_done()) {
     p.get().body().data = sink;
     p.get().body().size = sizeof sink;
-    stream_.expires_after(idle_timeout_);
+    tcp().expires_after(idle_timeout_);
     co_await http::async_read_some(stream_, buf_, p, redirect_error(use_awaitable, ec));
     if (ec == http::error::need_buffer) ec = {};
     if (ec) co_return false;
@@ -653,8 +769,9 @@ asio::awaitable<bool> Session::drain_body(Exchange& x) {
   co_return true;
 }
 
-asio::awaitable<bool> Session::write_simple(Exchange& x, int status, hsp::http::HeaderMap h,
-                                            std::string_view body, bool keep_alive) {
+template <class Stream>
+asio::awaitable<bool> Session<Stream>::write_simple(Exchange& x, int status, hsp::http::HeaderMap h,
+                                                    std::string_view body, bool keep_alive) {
   const hsp::http::Request& r = x.req;
   keep_alive = keep_alive && !w_.shared.draining.load(std::memory_order_acquire);
   // A body we did not read and will not drain cheaply: close instead.
@@ -676,7 +793,7 @@ asio::awaitable<bool> Session::write_simple(Exchange& x, int status, hsp::http::
   x.status = status;
   x.resp_headers = std::move(h);
   error_code ec;
-  stream_.expires_after(idle_timeout_);
+  tcp().expires_after(idle_timeout_);
   co_await asio::async_write(stream_, asio::buffer(out), redirect_error(use_awaitable, ec));
   if (ec) {
     x.end_reason = "client_closed";
@@ -686,8 +803,9 @@ asio::awaitable<bool> Session::write_simple(Exchange& x, int status, hsp::http::
   co_return keep_alive;
 }
 
-asio::awaitable<bool> Session::respond(Exchange& x, engine::RequestCtx& ctx,
-                                       const engine::Decision& d) {
+template <class Stream>
+asio::awaitable<bool> Session<Stream>::respond(Exchange& x, engine::RequestCtx& ctx,
+                                               const engine::Decision& d) {
   // Server is what Caddy's server sets before any handler runs; the engine merges the rest in
   // Caddy's order (immediate ops, the static fields, implicit Content-Type, deferred ops).
   hsp::http::HeaderMap h;
@@ -702,15 +820,17 @@ asio::awaitable<bool> Session::respond(Exchange& x, engine::RequestCtx& ctx,
 
 // Request body: client -> upstream, concurrently with reading the response, so an upstream
 // that answers (or echoes) before the upload ends never deadlocks against us.
-asio::awaitable<void> Session::pump_body(Exchange& x, beast::tcp_stream& up, bool chunked,
-                                         int64_t max_body, Clock::duration write_to,
-                                         Clock::duration header_to, std::shared_ptr<PumpState> st) {
+template <class Stream>
+asio::awaitable<void> Session<Stream>::pump_body(Exchange& x, beast::tcp_stream& up, bool chunked,
+                                                 int64_t max_body, Clock::duration write_to,
+                                                 Clock::duration header_to,
+                                                 std::shared_ptr<PumpState> st) {
   ReqParser& p = *x.parser;
   char data[kBodyChunk];
   error_code ec;
   if (x.expect_continue) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-    stream_.expires_after(idle_timeout_);
+    tcp().expires_after(idle_timeout_);
     co_await asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
                                redirect_error(use_awaitable, ec));
     if (ec) {
@@ -721,7 +841,7 @@ asio::awaitable<void> Session::pump_body(Exchange& x, beast::tcp_stream& up, boo
   while (!p.is_done()) {
     p.get().body().data = data;
     p.get().body().size = sizeof data;
-    stream_.expires_after(idle_timeout_);
+    tcp().expires_after(idle_timeout_);
     co_await http::async_read_some(stream_, buf_, p, redirect_error(use_awaitable, ec));
     if (!st->active) co_return;
     if (ec == http::error::need_buffer) ec = {};
@@ -776,7 +896,9 @@ asio::awaitable<void> Session::pump_body(Exchange& x, beast::tcp_stream& up, boo
   }
 }
 
-asio::awaitable<void> Session::watch_client(std::shared_ptr<WatchState> ws, beast::tcp_stream* up) {
+template <class Stream>
+asio::awaitable<void> Session<Stream>::watch_client(std::shared_ptr<WatchState> ws,
+                                                    beast::tcp_stream* up) {
   error_code ec;
   size_t n =
       co_await stream_.async_read_some(buf_.prepare(kReadChunk), redirect_error(use_awaitable, ec));
@@ -790,9 +912,10 @@ asio::awaitable<void> Session::watch_client(std::shared_ptr<WatchState> ws, beas
   up->socket().cancel(ignored);
 }
 
-asio::awaitable<void> Session::tunnel(beast::tcp_stream& up, beast::flat_buffer& ubuf) {
+template <class Stream>
+asio::awaitable<void> Session<Stream>::tunnel(beast::tcp_stream& up, beast::flat_buffer& ubuf) {
   using namespace asio::experimental::awaitable_operators;
-  stream_.expires_never();
+  tcp().expires_never();
   up.expires_never();
   error_code ec;
   // Bytes that arrived behind the heads belong to the tunnel.
@@ -809,7 +932,7 @@ asio::awaitable<void> Session::tunnel(beast::tcp_stream& up, beast::flat_buffer&
   // connection (Caddy closes upgraded connections when its server stops, too).
   slot_.idle = true;
   if (w_.shared.draining.load(std::memory_order_acquire)) co_return;
-  auto copy = [](beast::tcp_stream& from, beast::tcp_stream& to) -> asio::awaitable<void> {
+  auto copy = [](auto& from, auto& to) -> asio::awaitable<void> {
     char data[kBodyChunk];
     error_code e;
     for (;;) {
@@ -820,11 +943,15 @@ asio::awaitable<void> Session::tunnel(beast::tcp_stream& up, beast::flat_buffer&
       if (e) break;
     }
     error_code ignored;
-    if (e == asio::error::eof) {
-      to.socket().shutdown(tcp::socket::shutdown_send, ignored);  // half-close travels on
+    const bool eof = e == asio::error::eof || e == asio::ssl::error::stream_truncated;
+    // The half-close travels on to a TCP peer. A TLS client cannot be half-closed without a
+    // close_notify, which would end its side too: there the tunnel ends as a whole, as Go's
+    // reverse proxy ends every tunnel when either direction stops.
+    if (eof && std::is_same_v<std::decay_t<decltype(to)>, beast::tcp_stream>) {
+      beast::get_lowest_layer(to).socket().shutdown(tcp::socket::shutdown_send, ignored);
     } else {
-      from.socket().cancel(ignored);  // a reset ends both directions
-      to.socket().cancel(ignored);
+      beast::get_lowest_layer(from).socket().cancel(ignored);  // a reset ends both directions
+      beast::get_lowest_layer(to).socket().cancel(ignored);
     }
   };
   co_await (copy(stream_, up) && copy(up, stream_));
@@ -833,7 +960,8 @@ asio::awaitable<void> Session::tunnel(beast::tcp_stream& up, beast::flat_buffer&
 
 // Response body: upstream -> client, one piece at a time, each written as soon as it was read
 // (no coalescing, whatever flush_interval says). Returns {upstream ok, client ok}.
-asio::awaitable<std::pair<bool, bool>> Session::relay_response_body(
+template <class Stream>
+asio::awaitable<std::pair<bool, bool>> Session<Stream>::relay_response_body(
     Exchange& x, beast::tcp_stream& up, beast::flat_buffer& ubuf, ResParser& rpar, bool chunked,
     Clock::duration read_to, const std::string* head) {
   // `head`: the response head, not yet written; it goes out with the first piece.
@@ -857,7 +985,7 @@ asio::awaitable<std::pair<bool, bool>> Session::relay_response_body(
     std::array<asio::const_buffer, 4> bufs = {asio::buffer(pending.data(), pending.size()),
                                               asio::buffer(size_line, sl), asio::buffer(data, n),
                                               asio::buffer("\r\n", chunked ? 2 : 0)};
-    stream_.expires_after(idle_timeout_);
+    tcp().expires_after(idle_timeout_);
     co_await asio::async_write(stream_, bufs, redirect_error(use_awaitable, ec));
     pending = {};
     if (ec) {
@@ -869,15 +997,16 @@ asio::awaitable<std::pair<bool, bool>> Session::relay_response_body(
   if (chunked || !pending.empty()) {
     std::array<asio::const_buffer, 2> bufs = {asio::buffer(pending.data(), pending.size()),
                                               asio::buffer("0\r\n\r\n", chunked ? 5 : 0)};
-    stream_.expires_after(idle_timeout_);
+    tcp().expires_after(idle_timeout_);
     co_await asio::async_write(stream_, bufs, redirect_error(use_awaitable, ec));
     if (ec) co_return std::pair{true, false};
   }
   co_return std::pair{true, true};
 }
 
-asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
-                                     const engine::Decision& d) {
+template <class Stream>
+asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ctx,
+                                             const engine::Decision& d) {
   const engine::ProxyHandler& handler = *d.proxy;
   const config::ReverseProxy& rp = handler.cfg();
   const config::HttpTransport& tr = rp.transport;
@@ -1068,7 +1197,7 @@ asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
       if (pumping && !st->done && cancel) {
         error_code ignored;
         us->socket().cancel(ignored);
-        stream_.socket().cancel(ignored);
+        tcp().socket().cancel(ignored);
       }
       while (pumping && !st->done) {
         st->wake.expires_after(std::chrono::hours(24));
@@ -1086,7 +1215,7 @@ asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
     bool watching = false;
     auto start_watch = [&] {
       watching = true;
-      stream_.expires_never();  // the watch may last as long as the exchange; writes set their own
+      tcp().expires_never();  // the watch may last as long as the exchange; writes set their own
       asio::co_spawn(stream_.get_executor(), watch_client(ws, us.get()), [ws](std::exception_ptr) {
         ws->done = true;
         ws->wake.cancel();
@@ -1099,7 +1228,7 @@ asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
       ws->stopping = !ws->client_gone;
       if (!ws->done) {
         error_code ignored;
-        stream_.socket().cancel(ignored);
+        tcp().socket().cancel(ignored);
       }
       while (!ws->done) {
         ws->wake.expires_after(std::chrono::hours(24));
@@ -1231,7 +1360,7 @@ asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
     const bool coalesce =
         body_expected && cl && *cl <= kBodyChunk && ubuf.size() >= *cl && !chunked_down;
     if (!coalesce) {
-      stream_.expires_after(idle_timeout_);
+      tcp().expires_after(idle_timeout_);
       co_await asio::async_write(stream_, asio::buffer(rhead), redirect_error(use_awaitable, ec));
     }
     if (ec) {
@@ -1310,12 +1439,20 @@ asio::awaitable<bool> Session::proxy(Exchange& x, engine::RequestCtx& ctx,
 
 }  // namespace
 
-asio::awaitable<void> serve_connection(Worker& w, tcp::socket sock, ListenerKey key) {
+asio::awaitable<void> serve_connection(Worker& w, tcp::socket sock, ListenerKey key,
+                                       std::shared_ptr<TlsContext> tls) {
   uint64_t id = 0;
   try {
-    Session s(w, std::move(sock), std::move(key));
-    id = s.id();
-    co_await s.run();
+    if (tls) {
+      asio::ssl::context& ctx = tls->ssl;
+      Session<TlsStream> s(w, std::move(key), std::move(tls), std::move(sock), ctx);
+      id = s.id();
+      co_await s.run();
+    } else {
+      Session<beast::tcp_stream> s(w, std::move(key), nullptr, std::move(sock));
+      id = s.id();
+      co_await s.run();
+    }
   } catch (const std::exception& e) {
     log::error("connection_failed").kv("conn_id", id).kv("error", e.what());
   } catch (...) {

@@ -102,8 +102,13 @@ struct ConnSlot {
 struct ListenerKey {
   std::string bind_host;
   uint16_t port = 0;
+  // Part of the key: a reload that turns a port's server into TLS (or back) replaces the
+  // listener instead of leaving the old kind accepting.
+  bool tls = false;
   bool operator==(const ListenerKey&) const = default;
 };
+
+struct TlsContext;  // http1/tls_context.h
 
 struct Worker {
   Worker(size_t idx, const engine::SnapshotStore& store, Shared& sh)
@@ -124,8 +129,10 @@ struct Worker {
   std::unique_ptr<asio::io_context> ioc = std::make_unique<asio::io_context>(1);
 };
 
-// Serves one accepted downstream connection until it closes. Never throws.
-asio::awaitable<void> serve_connection(Worker& w, tcp::socket sock, ListenerKey key);
+// Serves one accepted downstream connection until it closes. Never throws. With `tls`, the
+// connection starts with a TLS handshake and HTTP/1.1 runs inside it.
+asio::awaitable<void> serve_connection(Worker& w, tcp::socket sock, ListenerKey key,
+                                       std::shared_ptr<TlsContext> tls);
 
 // Closes every idle downstream connection of the worker (runs on the worker's thread).
 void close_idle_connections(Worker& w);

@@ -1,0 +1,178 @@
+#include "engine/tls_certs.h"
+
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+
+#include "engine/ip.h"
+#include "tls/cert_selector.h"
+#include "tls/certified_key.h"
+#include "tls/local_ca.h"
+#include "tls/server_context.h"
+#include "util/log.h"
+
+namespace hsp::engine {
+
+std::string data_dir(const std::string& explicit_dir) {
+  if (!explicit_dir.empty()) return explicit_dir;
+  auto env = [](const char* name) -> std::string {
+    const char* v = std::getenv(name);
+    return v ? std::string(v) : std::string();
+  };
+  if (std::string d = env("HSP_DATA_DIR"); !d.empty()) return d;
+  if (std::string x = env("XDG_DATA_HOME"); !x.empty()) return x + "/hsp-gateway";
+  if (std::string h = env("HOME"); !h.empty()) return h + "/.local/share/hsp-gateway";
+  return "./hsp-gateway-data";
+}
+
+CertAuthority::CertAuthority(std::string dir, tls::LocalCa::Options options)
+    : dir_(std::move(dir)), options_(std::move(options)) {}
+CertAuthority::~CertAuthority() = default;
+
+Result<tls::LocalCa*> CertAuthority::local_ca() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!ca_) {
+    // LocalCa creates its own directories but not the data directory's parents ($HOME/.local/
+    // share may not exist yet on a fresh machine); Caddy creates them all.
+    std::error_code ec;
+    bool created = std::filesystem::create_directories(dir_, ec);
+    if (ec) return Error{SourceLoc{dir_}, "cannot create the data directory: " + ec.message()};
+    // Only a directory we made is narrowed to 0700; an existing one keeps its mode.
+    if (created) {
+      std::filesystem::permissions(dir_, std::filesystem::perms::owner_all,
+                                   std::filesystem::perm_options::replace, ec);
+    }
+    auto ca = tls::LocalCa::open(dir_, options_);
+    if (!ca) return ca.errors();
+    ca_ = std::move(*ca);
+  }
+  return ca_.get();
+}
+
+std::optional<std::chrono::system_clock::time_point> CertAuthority::renew_at() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return renew_at_;
+}
+
+void CertAuthority::set_renew_at(std::optional<std::chrono::system_clock::time_point> t) {
+  std::lock_guard<std::mutex> lock(mu_);
+  renew_at_ = t;
+}
+
+std::chrono::system_clock::time_point CertAuthority::now() const {
+  return options_.now ? options_.now() : std::chrono::system_clock::now();
+}
+
+void CertAuthority::note_acme_pending(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (acme_noted_.insert(name).second) {
+    log::warn("tls_acme_not_implemented")
+        .kv("name", name)
+        .kv("using", "local_ca")
+        .kv("detail",
+            "Caddy would get a certificate from an ACME CA; hsp-gateway issues one "
+            "from its local CA until ACME is implemented");
+  }
+}
+
+namespace {
+
+bool is_ip(const std::string& name) {
+  IpAddr a;
+  return parse_ip(name, a);
+}
+
+// Where the `tls CERT KEY` naming this pair was written, for the error message.
+SourceLoc tls_loc(const config::Config& cfg, const config::TlsPolicy& p) {
+  for (const auto& s : cfg.sites) {
+    if (s.tls.cert_file == p.cert_file && s.tls.key_file == p.key_file) return s.tls.loc;
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertAuthority* certs) {
+  std::vector<ServerTls> out(cfg.servers.size());
+  Errors errors;
+  // One load per certificate pair, however many servers use it.
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<const tls::CertifiedKey>> files;
+  std::optional<tls::SystemTime> renew_at;
+  for (size_t si = 0; si < cfg.servers.size(); ++si) {
+    const config::Server& srv = cfg.servers[si];
+    if (!srv.tls) continue;
+    ServerTls& st = out[si];
+    // Caddy sets the protocol range per connection policy, i.e. per SNI name; we set it per
+    // connection before the SNI is known, so a server whose sites ask for different ranges
+    // gets the widest (known gap: a `protocols tls1.3` site then also accepts TLS 1.2 when it
+    // shares a port with a site that allows 1.2).
+    int lo = 0, hi = 0;
+    std::vector<tls::CertSelector::Entry> entries;
+    std::shared_ptr<const tls::CertifiedKey> default_cert;
+    for (const auto& p : srv.tls_policies) {
+      if (p.names.empty()) continue;  // the catch-all: only a fallback, no certificate source
+      int pmin = TLS1_2_VERSION, pmax = TLS1_3_VERSION;
+      if (!p.protocol_min.empty()) {
+        if (auto v = tls::parse_protocol(p.protocol_min)) pmin = *v;
+      }
+      if (!p.protocol_max.empty()) {
+        if (auto v = tls::parse_protocol(p.protocol_max)) pmax = *v;
+      }
+      lo = lo == 0 ? pmin : std::min(lo, pmin);
+      hi = std::max(hi, pmax);
+      if (p.source == config::TlsPolicy::Source::files) {
+        auto key = std::make_pair(p.cert_file, p.key_file);
+        auto it = files.find(key);
+        if (it == files.end()) {
+          auto ck = tls::load_pem_files(p.cert_file, p.key_file);
+          if (!ck) {
+            for (const auto& e : ck.errors()) {
+              errors.push_back(Error{tls_loc(cfg, p), "tls: " + e.str()});
+            }
+            continue;
+          }
+          it = files.emplace(key, std::make_shared<const tls::CertifiedKey>(std::move(*ck))).first;
+        }
+        entries.push_back({it->second, p.names});
+        continue;
+      }
+      if (!certs) continue;  // validate / adapt: no local CA is created
+      auto ca = certs->local_ca();
+      if (!ca) {
+        errors.insert(errors.end(), ca.errors().begin(), ca.errors().end());
+        break;
+      }
+      // One leaf per name, as Caddy's internal issuer does: a certificate never lists the
+      // names of unrelated sites. LocalCa caches them, so a reload reuses the same leaves.
+      for (const auto& name : p.names) {
+        if (p.acme_pending) certs->note_acme_pending(name);
+        auto leaf = (*ca)->issue({name});
+        if (!leaf) {
+          errors.insert(errors.end(), leaf.errors().begin(), leaf.errors().end());
+          continue;
+        }
+        const tls::CertifiedKey& ck = **leaf;
+        tls::SystemTime at = ck.not_before() + (ck.not_after() - ck.not_before()) * 2 / 3;
+        if (!renew_at || at < *renew_at) renew_at = at;
+        entries.push_back({*leaf, {name}});
+      }
+    }
+    // Clients send no SNI for IP addresses (RFC 6066), so the first IP site's certificate
+    // answers handshakes without SNI. Without one, such handshakes fail, as in Caddy.
+    for (const auto& e : entries) {
+      bool ip = std::any_of(e.names.begin(), e.names.end(), is_ip);
+      if (ip && !default_cert) default_cert = e.cert;
+    }
+    st.min_version = lo == 0 ? TLS1_2_VERSION : lo;
+    st.max_version = hi == 0 ? TLS1_3_VERSION : hi;
+    st.selector = tls::CertSelector::build(std::move(entries), default_cert);
+  }
+  if (!errors.empty()) return errors;
+  if (certs) certs->set_renew_at(renew_at);
+  return out;
+}
+
+}  // namespace hsp::engine
