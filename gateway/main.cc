@@ -449,6 +449,15 @@ Result<docker::Options> docker_options(const Args& a) {
   return opts;
 }
 
+// Every error a config has, as `run` would meet them: the compiler's, then the routing
+// snapshot's (regexes, placeholders, CIDRs, certificate files). No local CA is opened.
+Errors config_errors(const Result<config::Config>& cfg) {
+  if (!cfg) return cfg.errors();
+  engine::UpstreamRegistry scratch;
+  auto snap = engine::Snapshot::build(cfg.value(), scratch, 1);
+  return snap ? Errors{} : snap.errors();
+}
+
 // CDP validates each generated block with Caddy's adapter; ours also builds the routing
 // snapshot, so that a block with, say, a bad regular expression is dropped on its own instead
 // of failing the whole generation at publish time. The last text that loaded is kept with its
@@ -476,14 +485,7 @@ struct Validated {
 labels::Validator snapshot_validator(std::shared_ptr<Validated> last = nullptr) {
   return [last](const std::string& text) -> std::optional<std::string> {
     auto cfg = config::load_caddyfile_text(text, "<docker>");
-    Errors errs;
-    if (!cfg) {
-      errs = cfg.errors();
-    } else {
-      engine::UpstreamRegistry scratch;
-      auto snap = engine::Snapshot::build(*cfg, scratch, 1);
-      if (!snap) errs = snap.errors();
-    }
+    Errors errs = config_errors(cfg);
     if (errs.empty()) {
       if (last) {
         std::lock_guard lock(last->mu);
@@ -693,16 +695,7 @@ int adapt(const Args& a) {
 
 int validate(const Args& a) {
   if (a.config.empty()) return usage("validate needs --config FILE");
-  auto cfg = config::load_caddyfile(a.config);
-  Errors errs;
-  if (!cfg) {
-    errs = cfg.errors();
-  } else {
-    // The snapshot compiles regexes, placeholders and CIDRs: its errors are config errors too.
-    engine::UpstreamRegistry registry;
-    auto snap = engine::Snapshot::build(*cfg, registry, 1);
-    if (!snap) errs = snap.errors();
-  }
+  Errors errs = config_errors(config::load_caddyfile(a.config));
   for (const auto& e : errs) std::fprintf(stderr, "%s\n", e.str().c_str());
   if (errs.empty()) std::printf("Valid configuration\n");
   return errs.empty() ? 0 : 1;
