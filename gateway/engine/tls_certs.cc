@@ -17,15 +17,21 @@
 namespace hsp::engine {
 
 std::string data_dir(const std::string& explicit_dir) {
-  if (!explicit_dir.empty()) return explicit_dir;
+  // Absolute, so that the root's path in the tls_local_ca_ready line is usable as logged.
+  auto absolute = [](const std::string& d) {
+    std::error_code ec;
+    auto a = std::filesystem::absolute(d, ec);
+    return ec ? d : a.lexically_normal().string();
+  };
+  if (!explicit_dir.empty()) return absolute(explicit_dir);
   auto env = [](const char* name) -> std::string {
     const char* v = std::getenv(name);
     return v ? std::string(v) : std::string();
   };
-  if (std::string d = env("HSP_DATA_DIR"); !d.empty()) return d;
+  if (std::string d = env("HSP_DATA_DIR"); !d.empty()) return absolute(d);
   if (std::string x = env("XDG_DATA_HOME"); !x.empty()) return x + "/hsp-gateway";
   if (std::string h = env("HOME"); !h.empty()) return h + "/.local/share/hsp-gateway";
-  return "./hsp-gateway-data";
+  return absolute("hsp-gateway-data");
 }
 
 CertAuthority::CertAuthority(std::string dir, tls::LocalCa::Options options)

@@ -187,6 +187,9 @@ TEST(TlsCerts, DataDirectoryOrder) {
   ::setenv("XDG_DATA_HOME", "/d/xdg", 1);
   ::setenv("HOME", "/d/home", 1);
   EXPECT_EQ(data_dir("/flag"), "/flag");
+  // Relative directories become absolute: the root's logged path must work from anywhere.
+  EXPECT_EQ(data_dir("rel/./dir"),
+            (std::filesystem::current_path() / "rel/dir").lexically_normal().string());
   EXPECT_EQ(data_dir(""), "/d/hsp");
   ::unsetenv("HSP_DATA_DIR");
   EXPECT_EQ(data_dir(""), "/d/xdg/hsp-gateway");
