@@ -111,10 +111,9 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
     const config::Server& srv = cfg.servers[si];
     if (!srv.tls) continue;
     ServerTls& st = out[si];
-    // Caddy sets the protocol range per connection policy, i.e. per SNI name; we set it per
-    // connection before the SNI is known, so a server whose sites ask for different ranges
-    // gets the widest (known gap: a `protocols tls1.3` site then also accepts TLS 1.2 when it
-    // shares a port with a site that allows 1.2).
+    // Caddy sets the protocol range per connection policy, i.e. per SNI name. The listener
+    // gets the widest range of its sites before the SNI is known; the certificate choice then
+    // narrows it to the name's own range (tls::ServerContext's client-hello callback).
     int lo = 0, hi = 0;
     std::vector<tls::CertSelector::Entry> entries;
     std::shared_ptr<const tls::CertifiedKey> default_cert;
@@ -142,7 +141,7 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
           }
           it = files.emplace(key, std::make_shared<const tls::CertifiedKey>(std::move(*ck))).first;
         }
-        entries.push_back({it->second, p.names});
+        entries.push_back({it->second, p.names, pmin, pmax});
         continue;
       }
       if (!certs) continue;  // validate / adapt: no local CA is created
@@ -163,7 +162,7 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
         const tls::CertifiedKey& ck = **leaf;
         tls::SystemTime at = ck.not_before() + (ck.not_after() - ck.not_before()) * 2 / 3;
         if (!renew_at || at < *renew_at) renew_at = at;
-        entries.push_back({*leaf, {name}});
+        entries.push_back({*leaf, {name}, pmin, pmax});
       }
     }
     // Clients send no SNI for IP addresses (RFC 6066), so the first IP site's certificate

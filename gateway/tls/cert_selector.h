@@ -20,6 +20,17 @@ class CertSelector {
     // Names this certificate serves: exact names and `*.example.com` wildcards. Empty means
     // the certificate's own DNS and IP SANs.
     std::vector<std::string> names;
+    // The TLS versions these names accept (Caddy's `protocols`, per connection policy), as
+    // OpenSSL version numbers; 0 leaves the listener's bound.
+    int min_version = 0;
+    int max_version = 0;
+  };
+
+  // What a handshake gets for a name: the certificate and the version range.
+  struct Choice {
+    const CertifiedKey* cert = nullptr;
+    int min_version = 0;
+    int max_version = 0;
   };
 
   // Earlier entries win when two claim the same name (the site listed first wins, as routes
@@ -35,14 +46,17 @@ class CertSelector {
   // local address a connection arrived on is not done here (the data plane would have to pass
   // it in), which means two IP-addressed sites on one listener share the default certificate.
   const CertifiedKey* select(std::string_view sni) const;
+  // The same lookup, with the entry's version range; nullptr when nothing applies.
+  const Choice* choose(std::string_view sni) const;
 
   size_t size() const { return exact_.size() + wildcard_.size(); }
 
  private:
   std::vector<std::shared_ptr<const CertifiedKey>> certs_;  // keeps the certificates alive
-  std::unordered_map<std::string, const CertifiedKey*> exact_;
-  std::unordered_map<std::string, const CertifiedKey*> wildcard_;  // key: the part after "*."
-  const CertifiedKey* default_ = nullptr;
+  std::vector<Choice> choices_;                             // one per entry, then the default
+  std::unordered_map<std::string, size_t> exact_;           // name -> index in choices_
+  std::unordered_map<std::string, size_t> wildcard_;        // key: the part after "*."
+  bool has_default_ = false;
 };
 
 }  // namespace hsp::tls

@@ -165,11 +165,16 @@ int ServerContext::on_client_hello(SSL* ssl, int* alert, void* arg) {
   auto* self = static_cast<ServerContext*>(arg);
   std::string_view sni = client_sni(ssl);
   std::shared_ptr<const CertSelector> selector = self->provider_ ? self->provider_() : nullptr;
-  const CertifiedKey* cert = selector ? selector->select(sni) : nullptr;
-  if (cert == nullptr) {
+  const CertSelector::Choice* choice = selector ? selector->choose(sni) : nullptr;
+  if (choice == nullptr) {
     *alert = SSL_AD_UNRECOGNIZED_NAME;
     return SSL_CLIENT_HELLO_ERROR;
   }
+  const CertifiedKey* cert = choice->cert;
+  // Version negotiation comes after this callback, so the name's own range (Caddy's
+  // `protocols`, per connection policy) can still narrow the listener's.
+  if (choice->min_version != 0) SSL_set_min_proto_version(ssl, choice->min_version);
+  if (choice->max_version != 0) SSL_set_max_proto_version(ssl, choice->max_version);
   // The SSL takes its own references, so the selector may be dropped right after.
   if (SSL_use_cert_and_key(ssl, cert->leaf(), cert->key(), cert->chain(), 1) != 1) {
     log::error("tls_set_certificate_failed").kv("sni", sni).kv("error", openssl_error());

@@ -217,17 +217,23 @@ class TlsTest(unittest.TestCase):
                 with self.assertRaises((ssl.SSLError, ConnectionError), msg=str(sni)):
                     tls_get(https, sni)
 
-    def test_protocol_range_per_server(self):
+    def test_protocol_range_per_name(self):
+        # As Caddy's connection policies: a `protocols tls1.3` site refuses TLS 1.2 even on a
+        # port it shares with a site that allows TLS 1.2.
         http, https = self.ports()
-        cert, key = self.a
+        (acert, akey), (bcert, bkey) = self.a, self.b
         config = ("a.example.test {\n\tbind 127.0.0.1\n\ttls %s %s {\n\t\tprotocols tls1.3\n"
-                  "\t}\n\trespond \"a\"\n}\n" % (cert, key))
+                  "\t}\n\trespond \"a\"\n}\n"
+                  "b.example.test {\n\tbind 127.0.0.1\n\ttls %s %s\n\trespond \"b\"\n}\n"
+                  % (acert, akey, bcert, bkey))
+        old = lambda: client_context(max_version=ssl.TLSVersion.TLSv1_2)  # noqa: E731
         with harness.Gateway(config, [http, https], self.options(http, https), name="tls-ver"):
             with self.assertRaises(ssl.SSLError):
-                tls_get(https, "a.example.test",
-                        ctx=client_context(max_version=ssl.TLSVersion.TLSv1_2))
+                tls_get(https, "a.example.test", ctx=old())
             r = tls_get(https, "a.example.test")
             self.assertEqual((r.status, r.version), (200, "TLSv1.3"))
+            r = tls_get(https, "b.example.test", ctx=old())
+            self.assertEqual((r.status, r.version), (200, "TLSv1.2"))
 
     def test_reload_swaps_certificate_while_a_request_is_in_flight(self):
         http, https = self.ports()

@@ -194,6 +194,27 @@ TEST_F(ServerContextTest, ProtocolsRestrictedToTls13RefuseATls12OnlyClient) {
   EXPECT_TRUE(run(*ctx, client("a.test")).server_ok);
 }
 
+// Caddy chooses the version range per connection policy, i.e. per name: a `protocols tls1.3`
+// site refuses TLS 1.2 even on a listener shared with a site that allows it.
+TEST_F(ServerContextTest, VersionRangeFollowsTheNameChosenBySni) {
+  set_selector(CertSelector::build(
+      {{a_, {}, TLS1_3_VERSION, 0}, {b_, {}}, {wild_, {}, 0, TLS1_2_VERSION}}, fallback_));
+  auto ctx = make();  // the listener allows TLS 1.2 and 1.3
+  ClientOptions old_a = client("a.test");
+  old_a.max_version = TLS1_2_VERSION;
+  HandshakeResult refused = run(*ctx, old_a);
+  EXPECT_FALSE(refused.server_ok);
+  EXPECT_EQ(refused.alert_received, SSL_AD_PROTOCOL_VERSION);
+  EXPECT_EQ(run(*ctx, client("a.test")).version, TLS1_3_VERSION);
+
+  ClientOptions old_b = client("b.test");
+  old_b.max_version = TLS1_2_VERSION;
+  EXPECT_EQ(run(*ctx, old_b).version, TLS1_2_VERSION);
+  EXPECT_EQ(run(*ctx, client("b.test")).version, TLS1_3_VERSION);
+  // A name capped at TLS 1.2 gets 1.2 from a client that would prefer 1.3.
+  EXPECT_EQ(run(*ctx, client("x.wild.test")).version, TLS1_2_VERSION);
+}
+
 TEST(ServerOptionsTest, ParsesCaddyProtocolNamesAndRejectsBadRanges) {
   EXPECT_EQ(*parse_protocol("tls1.2"), TLS1_2_VERSION);
   EXPECT_EQ(*parse_protocol("tls1.3"), TLS1_3_VERSION);
