@@ -232,9 +232,9 @@ void Compiler::derive_tls() {
         continue;
       }
       // No issuer written: Caddy picks by name; split so that the log line about ACME names
-      // can list exactly those. Known gap: with `auto_https off` Caddy manages no certificate
-      // for these names (handshakes fail unless one is loaded); the model still gives them a
-      // source, so hsp would serve a local-CA certificate there.
+      // can list exactly those. With `auto_https off` none of them gets a certificate
+      // (TlsPolicy::automatic; the certificate build skips them).
+      base.automatic = true;
       TlsPolicy local = base, pub = base;
       local.source = TlsPolicy::Source::local_ca;
       pub.source = TlsPolicy::Source::acme;

@@ -277,6 +277,10 @@ struct TlsPolicy {
   // Source::acme, until the ACME issue lands: the local CA issues the certificate instead, and
   // the TLS module logs a line saying so for these names.
   bool acme_pending = false;
+  // No issuer was written: Caddy manages the certificate automatically (local CA or ACME by
+  // name). With `auto_https off` nothing is managed: no certificate, handshakes for these
+  // names fail, as in Caddy, unless another policy loads one.
+  bool automatic = false;
 };
 
 // One listening socket and the sites reachable through it.

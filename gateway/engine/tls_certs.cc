@@ -145,6 +145,9 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
         continue;
       }
       if (!certs) continue;  // validate / adapt: no local CA is created
+      // `auto_https off`: Caddy manages no certificate, so names with no issuer of their own
+      // get none (their handshakes fail unless another policy covers them).
+      if (p.automatic && cfg.global.auto_https == config::AutoHttps::off) continue;
       auto ca = certs->local_ca();
       if (!ca) {
         errors.insert(errors.end(), ca.errors().begin(), ca.errors().end());

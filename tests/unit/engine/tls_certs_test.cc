@@ -113,6 +113,25 @@ TEST(TlsCerts, FilesLocalNamesAndTheDefault) {
   }
 }
 
+// Caddy 2.6 with `auto_https off` manages no certificate: a site without its own `tls` issuer
+// gets none (its handshakes fail), while `tls internal` and certificate files still apply.
+TEST(TlsCerts, AutoHttpsOffIssuesNothingForAutomaticNames) {
+  Fixture f("off");
+  config::Config cfg = load(
+      "{\n\tauto_https off\n}\n"
+      "https://a.localhost {\n\trespond a\n}\n"
+      "https://b.localhost {\n\ttls internal\n\trespond b\n}\n"
+      "https://a.example.test {\n\ttls " +
+      f.cert_file + " " + f.key_file + "\n\trespond c\n}\n");
+  auto tls = build_server_tls(cfg, f.certs.get());
+  ASSERT_TRUE(tls.ok()) << tls.errors()[0].str();
+  const ServerTls& st = (*tls)[tls_server(cfg)];
+  ASSERT_TRUE(st.selector);
+  EXPECT_EQ(st.selector->select("a.localhost"), nullptr);
+  EXPECT_NE(st.selector->select("b.localhost"), nullptr);
+  EXPECT_NE(st.selector->select("a.example.test"), nullptr);
+}
+
 TEST(TlsCerts, ProtocolRangeOfASingleSite) {
   Fixture f("proto");
   config::Config cfg = load("a.example.test {\n\ttls " + f.cert_file + " " + f.key_file +
