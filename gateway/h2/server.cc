@@ -37,27 +37,6 @@ bool connection_specific(std::string_view name) {
          name == "transfer-encoding" || name == "upgrade";
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-std::string_view strip_port(std::string_view authority) {
-  if (!authority.empty() && authority.front() == '[') {
-    size_t close = authority.find(']');
-    if (close != std::string_view::npos) return authority.substr(1, close - 1);
-    return authority;
-  }
-  size_t colon = authority.rfind(':');
-  if (colon != std::string_view::npos && authority.find(':') == colon) {
-    return authority.substr(0, colon);
-  }
-  return authority;
-}
-
 nghttp2_nv make_nv(const std::string& name, const std::string& value) {
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
@@ -78,7 +57,7 @@ std::vector<std::pair<std::string, std::string>> h2_fields(const http::HeaderMap
           pos, comma == std::string::npos ? std::string::npos : comma - pos);
       while (!tok.empty() && (tok.front() == ' ' || tok.front() == '\t')) tok.remove_prefix(1);
       while (!tok.empty() && (tok.back() == ' ' || tok.back() == '\t')) tok.remove_suffix(1);
-      if (!tok.empty()) nominated.push_back(lower(tok));
+      if (!tok.empty()) nominated.push_back(http::ascii_lower(tok));
       if (comma == std::string::npos) break;
       pos = comma + 1;
     }
@@ -86,7 +65,7 @@ std::vector<std::pair<std::string, std::string>> h2_fields(const http::HeaderMap
   std::vector<std::pair<std::string, std::string>> out;
   out.reserve(headers.size());
   for (const auto& [name, value] : headers) {
-    std::string n = lower(name);
+    std::string n = http::ascii_lower(name);
     if (connection_specific(n) || n == "te" || n.empty() || n.front() == ':') continue;
     if (std::find(nominated.begin(), nominated.end(), n) != nominated.end()) continue;
     if (!valid_name(n) || !valid_value(value)) continue;
@@ -248,7 +227,7 @@ struct Callbacks {
     if (r.scheme.empty()) r.scheme = "https";  // nghttp2 requires :scheme; belt and braces
     // RFC 9113 §8.3.1: :authority wins over a host field that disagrees.
     if (r.authority.empty()) r.authority = s.host_field;
-    r.host = lower(strip_port(r.authority));
+    r.host = http::host_of_authority(r.authority);
     r.orig_uri = s.path_pseudo;
     size_t q = s.path_pseudo.find('?');
     r.path = s.path_pseudo.substr(0, q);

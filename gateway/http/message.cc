@@ -17,6 +17,24 @@ bool iprefix(std::string_view s, std::string_view prefix) {
 
 }  // namespace
 
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = lower(c);
+  return out;
+}
+
+std::string host_of_authority(std::string_view authority) {
+  std::string_view host = authority;
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    if (close != std::string_view::npos) host = host.substr(1, close - 1);
+  } else if (size_t colon = host.rfind(':');
+             colon != std::string_view::npos && host.find(':') == colon) {
+    host = host.substr(0, colon);  // one colon: host:port (a bare IPv6 address has several)
+  }
+  return ascii_lower(host);
+}
+
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {

@@ -11,6 +11,11 @@
 namespace hsp::http {
 
 bool iequals(std::string_view a, std::string_view b);
+// ASCII lower case (field names, host names; never locale-dependent).
+std::string ascii_lower(std::string_view s);
+// Request::host from an authority: "Example.COM:8080" -> "example.com", "[::1]:80" -> "::1".
+// One rule for every protocol front end (HTTP/1 Host, HTTP/2 :authority).
+std::string host_of_authority(std::string_view authority);
 
 // Ordered multimap of header fields, case-insensitive names, insertion order preserved (so the
 // upstream sees fields in the order the client sent them).

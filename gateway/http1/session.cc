@@ -130,26 +130,6 @@ bool status_has_body(int status) {
   return status >= 200 && status != 204 && status != 304;
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-// "example.com:8080" -> "example.com"; "[::1]:80" -> "::1".
-std::string_view strip_port(std::string_view authority) {
-  if (!authority.empty() && authority.front() == '[') {
-    size_t close = authority.find(']');
-    if (close != std::string_view::npos) return authority.substr(1, close - 1);
-    return authority;
-  }
-  size_t colon = authority.rfind(':');
-  if (colon != std::string_view::npos && authority.find(':') == colon) {
-    return authority.substr(0, colon);
-  }
-  return authority;
-}
-
 // A dual-stack wildcard listener sees IPv4 peers as ::ffff:a.b.c.d; Go reports them as a.b.c.d.
 std::string ip_string(const asio::ip::address& a) {
   if (a.is_v6() && a.to_v6().is_v4_mapped()) {
@@ -685,7 +665,7 @@ asio::awaitable<bool> Session<Stream>::handle_request() {
     co_return false;
   }
   r.authority = abs_authority.empty() ? host_value : abs_authority;
-  r.host = lower(strip_port(r.authority));
+  r.host = hsp::http::host_of_authority(r.authority);
   r.remote_ip = remote_ip_;
   r.remote_port = remote_port_;
   r.local_ip = local_ip_;

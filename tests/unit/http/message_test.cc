@@ -101,5 +101,16 @@ TEST(Cookie, FindsByExactNameAcrossFields) {
   EXPECT_EQ(v, "s1");
 }
 
+// The one rule both HTTP/1 (Host) and HTTP/2 (:authority) use for Request::host.
+TEST(Message, HostOfAuthorityDropsThePortAndLowerCases) {
+  EXPECT_EQ(host_of_authority("Example.COM:8080"), "example.com");
+  EXPECT_EQ(host_of_authority("example.com"), "example.com");
+  EXPECT_EQ(host_of_authority("[::1]:443"), "::1");
+  EXPECT_EQ(host_of_authority("[FE80::1]"), "fe80::1");
+  EXPECT_EQ(host_of_authority("::1"), "::1");  // several colons: no port to strip
+  EXPECT_EQ(host_of_authority(""), "");
+  EXPECT_EQ(ascii_lower("X-Forwarded-FOR"), "x-forwarded-for");
+}
+
 }  // namespace
 }  // namespace hsp::http
