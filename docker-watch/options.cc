@@ -38,14 +38,9 @@ std::vector<std::string> split_list(std::string_view s) {
 using Setter = std::function<std::optional<std::string>(Options&, const std::string& value)>;
 
 std::optional<std::string> set_bool(bool& field, const std::string& value) {
-  const std::string v = lower(value);
-  if (v == "true" || v == "yes" || v == "1") {
-    field = true;
-  } else if (v == "false" || v == "no" || v == "0") {
-    field = false;
-  } else {
-    return "expected true or false";
-  }
+  auto b = parse_bool(value);
+  if (!b) return "expected true or false";
+  field = *b;
   return std::nullopt;
 }
 
@@ -198,6 +193,13 @@ const std::vector<Spec>& specs() {
 }
 
 }  // namespace
+
+std::optional<bool> parse_bool(std::string_view text) {
+  const std::string v = lower(text);
+  if (v == "true" || v == "yes" || v == "1") return true;
+  if (v == "false" || v == "no" || v == "0") return false;
+  return std::nullopt;
+}
 
 bool is_option_flag(std::string_view flag) {
   for (const auto& s : specs())

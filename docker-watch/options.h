@@ -46,6 +46,9 @@ bool is_option_flag(std::string_view flag);
 // True when the option is a boolean: `--flag` alone means true, `--flag=false` false.
 bool is_bool_flag(std::string_view flag);
 
+// A boolean as CDP's options take it (true/yes/1, false/no/0, any case); nothing otherwise.
+std::optional<bool> parse_bool(std::string_view text);
+
 // Flag values as given on the command line, keyed by flag name without `--`.
 using FlagValues = std::map<std::string, std::string>;
 using Getenv = std::function<std::optional<std::string>(const std::string& name)>;

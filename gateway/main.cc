@@ -6,7 +6,6 @@
 // flight finish within grace_period and exit 0; a second SIGTERM/SIGINT exits at once (rc 1).
 #include <signal.h>
 
-#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -142,14 +141,10 @@ Args parse_args(int argc, char** argv) {
                docker::is_option_flag(arg.substr(2, arg.find('=') - 2))) {
       // caddy-docker-proxy's options (docs in `help`); a boolean alone means true.
       std::string name = arg.substr(2, arg.find('=') - 2);
-      auto is_bool_word = [](std::string w) {
-        for (auto& c : w) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        return w == "true" || w == "false" || w == "yes" || w == "no" || w == "1" || w == "0";
-      };
       if (docker::is_bool_flag(name) && arg.find('=') == std::string::npos) {
         // `--flag` alone is true (Go's flag package); `--flag false` is accepted too, where Go
         // would silently take `false` as a stray argument.
-        if (i + 1 < argc && is_bool_word(argv[i + 1])) {
+        if (i + 1 < argc && docker::parse_bool(argv[i + 1])) {
           a.docker_flags[name] = argv[++i];
         } else {
           a.docker_flags[name] = "true";

@@ -78,6 +78,13 @@ TEST(DockerOptions, InvalidValuesNameTheOptionAndItsSource) {
             "--label-prefix='a.b': expected a non-empty prefix without dots or spaces");
 }
 
+// The same words for `--flag false` on the command line and for environment variables.
+TEST(DockerOptions, BooleanWords) {
+  for (const char* t : {"true", "YES", "1"}) EXPECT_EQ(parse_bool(t), std::optional<bool>(true));
+  for (const char* f : {"false", "No", "0"}) EXPECT_EQ(parse_bool(f), std::optional<bool>(false));
+  for (const char* x : {"maybe", "", "on"}) EXPECT_FALSE(parse_bool(x).has_value()) << x;
+}
+
 TEST(DockerOptions, GoDurations) {
   using std::chrono::nanoseconds;
   EXPECT_EQ(parse_go_duration("100ms"), nanoseconds(100'000'000));
