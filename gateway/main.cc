@@ -501,11 +501,9 @@ labels::Validator snapshot_validator(std::shared_ptr<Validated> last = nullptr) 
 
 // Top-level site blocks of a generated Caddyfile, by address, with their text: what changed
 // between two generations, for the reload log line.
-std::map<std::string, std::string> sites_of(const std::string& caddyfile) {
+std::map<std::string, std::string> sites_of(const labels::Blocks& blocks) {
   std::map<std::string, std::string> out;
-  auto blocks = labels::parse_caddyfile(caddyfile);
-  if (!blocks) return out;
-  for (const auto& b : *blocks) {
+  for (const auto& b : blocks) {
     if (b.is_global() || b.is_snippet()) continue;
     std::string key;
     for (const auto& k : b.keys) key += (key.empty() ? "" : " ") + k;
@@ -557,7 +555,7 @@ int run_docker(const Args& a) {
                               return;
                             }
                             published = true;
-                            auto next = sites_of(g.caddyfile);
+                            auto next = sites_of(g.blocks);
                             std::vector<std::string> added, removed, changed;
                             for (const auto& [key, text] : next) {
                               auto it = sites.find(key);

@@ -48,10 +48,12 @@ Generated generate(const std::vector<Source>& sources, const GenerateOptions& op
         process(text, options.validator ? options.validator : compiler_validator(), options.print);
     if (processed.invalid) out.problems.push_back("generated Caddyfile: " + *processed.invalid);
     text = std::move(processed.caddyfile);
+    all = std::move(processed.blocks);
     out.dropped = std::move(processed.dropped);
     for (const auto& d : out.dropped) out.dropped_sources.push_back(sources_of[d.key]);
   }
   out.caddyfile = text.empty() ? "# Empty caddyfile" : std::move(text);
+  out.blocks = std::move(all);
   return out;
 }
 

@@ -31,6 +31,7 @@ struct GenerateOptions {
 
 struct Generated {
   std::string caddyfile;
+  Blocks blocks;  // its top-level blocks (for callers that compare generations by site)
   // Sources or labels left out, each naming the source and the reason (template errors drop
   // the whole source as in CDP; malformed keys only their label).
   std::vector<std::string> problems;

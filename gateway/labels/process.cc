@@ -70,6 +70,7 @@ Processed process(const std::string& caddyfile, const Validator& validator,
   std::string text = print_blocks(all, options);
   if (!validator(text)) {
     out.caddyfile = std::move(text);
+    out.blocks = std::move(all);
     return out;
   }
   Blocks context;                                   // kept globals and snippets
@@ -106,6 +107,7 @@ Processed process(const std::string& caddyfile, const Validator& validator,
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [pos, d] : dropped) out.dropped.push_back(std::move(d));
   out.caddyfile = std::move(kept_text);
+  out.blocks = std::move(kept);
   return out;
 }
 

@@ -28,6 +28,7 @@ struct Dropped {
 
 struct Processed {
   std::string caddyfile;  // empty when the input was empty or could not be parsed
+  Blocks blocks;          // the kept top-level blocks, as printed in caddyfile
   std::vector<Dropped> dropped;
   std::optional<std::string> invalid;  // the whole input failed CDP's parser: why
 };

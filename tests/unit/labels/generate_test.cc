@@ -55,5 +55,23 @@ TEST(Generate, NothingGivesCdpsEmptyMarker) {
             "# Empty caddyfile");
 }
 
+// The blocks handed back are exactly what the text says, with and without processing (the
+// watcher compares generations site by site from them instead of re-parsing the text).
+TEST(Generate, BlocksAreTheServedText) {
+  Source good;
+  good.name = "service a";
+  good.labels = {{"caddy", "http://a.localhost"}, {"caddy.respond", "a"}};
+  Source bad;
+  bad.name = "service b";
+  bad.labels = {{"caddy", "http://b.localhost"}, {"caddy.no_such_directive", "x"}};
+  for (bool processing : {true, false}) {
+    GenerateOptions opts;
+    opts.process = processing;
+    const auto out = generate({good, bad}, opts);
+    EXPECT_EQ(print_blocks(out.blocks), out.caddyfile) << processing;
+    EXPECT_EQ(out.blocks.size(), processing ? 1u : 2u);
+  }
+}
+
 }  // namespace
 }  // namespace hsp::labels
