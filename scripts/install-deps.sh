@@ -15,6 +15,9 @@ test_pkgs=(
   # docker tests (tests/integration/dockerd.py): a private dockerd 20.10 in Swarm mode, and a
   # static busybox that becomes a 2 MB image through `docker import` (nothing is pulled).
   docker.io busybox-static
+  # HTTP/2 abuse clients (python3-h2 / hyperframe) and the gRPC server and client of the gRPC
+  # tests, run with /usr/bin/python3.
+  python3-h2 python3-hyperframe python3-grpcio
 )
 
 missing=()

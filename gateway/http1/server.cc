@@ -92,8 +92,8 @@ std::shared_ptr<const tls::CertSelector> current_selector(const ListenerKey& key
 // connection, so nothing here changes on reload; the session-ticket keys stay with the listener.
 Result<std::shared_ptr<TlsContext>> make_tls_context(const ListenerKey& key) {
   tls::ServerOptions o;
-  // ALPN: only what this data plane speaks. h2 is offered once the HTTP/2 server exists.
-  o.alpn = {"http/1.1"};
+  // ALPN from `servers { protocols }` (part of the key: a change replaces the listener).
+  o.alpn = key.alpn;
   auto sc = tls::ServerContext::create(o, [key] { return current_selector(key); });
   if (!sc) return sc.errors();
   return std::make_shared<TlsContext>(std::move(*sc));
@@ -319,7 +319,7 @@ Errors DataPlane::sync_listeners() {
   if (!snap) return errs;
   std::vector<ListenerKey> want;
   for (const auto& s : snap->config().servers) {
-    ListenerKey k{s.bind_host, s.port, s.tls};
+    ListenerKey k{s.bind_host, s.port, s.tls, s.tls ? s.alpn : std::vector<std::string>{}};
     if (std::find(want.begin(), want.end(), k) == want.end()) want.push_back(k);
   }
   // Removed first, so that a port moving between bind addresses can be bound again.

@@ -53,6 +53,8 @@
 
 #include "http/hop_by_hop.h"
 #include "http1/access_log.h"
+#include "http1/h2_session.h"
+#include "http1/proxy_common.h"
 #include "http1/tls_context.h"
 #include "http1/worker.h"
 #include "util/log.h"
@@ -65,49 +67,10 @@ using asio::redirect_error;
 using asio::use_awaitable;
 using boost::system::error_code;
 
-constexpr size_t kBodyChunk = 16 * 1024;
 constexpr size_t kReadChunk = 4096;
 constexpr uint64_t kMaxDrainBytes = 256 * 1024;  // Go's maxPostHandlerReadBytes
-constexpr const char* kServerName = "hsp-gateway";
 
 using ReqParser = http::request_parser<http::buffer_body>;
-using ResParser = http::response_parser<http::buffer_body>;
-
-template <typename D>
-Clock::duration or_default(D d, Clock::duration fallback) {
-  auto c = std::chrono::duration_cast<Clock::duration>(d);
-  return c.count() > 0 ? c : fallback;
-}
-
-// RFC 9110 date for the Date field, formatted at most once per second per thread.
-std::string_view http_date() {
-  thread_local time_t last = 0;
-  thread_local char buf[64];
-  time_t now = std::time(nullptr);
-  if (now != last) {
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    last = now;
-  }
-  return buf;
-}
-
-// Field names and values may come from placeholders; CR and LF would let them inject fields.
-void append_clean(std::string& out, std::string_view s) {
-  for (char c : s) {
-    if (c != '\r' && c != '\n') out += c;
-  }
-}
-
-void append_fields(std::string& out, const hsp::http::HeaderMap& h) {
-  for (const auto& [name, value] : h) {
-    append_clean(out, name);
-    out += ": ";
-    append_clean(out, value);
-    out += "\r\n";
-  }
-}
 
 std::string response_head(int version, int status, const hsp::http::HeaderMap& h) {
   std::string out;
@@ -120,26 +83,6 @@ std::string response_head(int version, int status, const hsp::http::HeaderMap& h
   append_fields(out, h);
   out += "\r\n";
   return out;
-}
-
-bool is_idempotent(std::string_view m) {
-  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
-}
-
-bool status_has_body(int status) {
-  return status >= 200 && status != 204 && status != 304;
-}
-
-// A dual-stack wildcard listener sees IPv4 peers as ::ffff:a.b.c.d; Go reports them as a.b.c.d.
-std::string ip_string(const asio::ip::address& a) {
-  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
-    return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
-  }
-  return a.to_string();
-}
-
-bool is_timeout(const error_code& ec) {
-  return ec == beast::error::timeout;
 }
 
 // A TLS client that closes without close_notify (curl does) ends with stream_truncated: that is
@@ -174,90 +117,6 @@ struct WatchState {
   bool client_gone = false;
   asio::steady_timer wake;
 };
-
-enum class Fail {
-  none,
-  dial_refused,
-  dial_timeout,
-  stale_reused,  // a pooled connection the peer had closed; nothing of this request got there
-  upstream_reset,
-  upstream_timeout,
-  client_closed,
-  too_large,
-  no_upstream,
-};
-
-std::string_view fail_reason(Fail f) {
-  switch (f) {
-    case Fail::none:
-      return "ok";
-    case Fail::dial_refused:
-      return "upstream_refused";
-    case Fail::dial_timeout:
-      return "upstream_dial_timeout";
-    case Fail::stale_reused:
-      return "upstream_reset";
-    case Fail::upstream_reset:
-      return "upstream_reset";
-    case Fail::upstream_timeout:
-      return "upstream_timeout";
-    case Fail::client_closed:
-      return "client_closed";
-    case Fail::too_large:
-      return "body_too_large";
-    case Fail::no_upstream:
-      return "no_upstream";
-  }
-  return "error";
-}
-
-// Caddy 2.6's statusError: timeouts awaiting the response are 504; a dial error (timeout
-// included, since Caddy wraps it in DialError) and everything else is 502; no upstream is 503.
-int fail_status(Fail f) {
-  switch (f) {
-    case Fail::upstream_timeout:
-      return 504;
-    case Fail::too_large:
-      return 413;
-    case Fail::no_upstream:
-      return 503;
-    case Fail::client_closed:
-      return 499;
-    default:
-      return 502;
-  }
-}
-
-// Connects `s` to the upstream within `timeout`. A host name is resolved first (getaddrinfo on
-// Asio's resolver thread) and every address is tried in order; resolution counts against the
-// timeout too. Returns beast::error::timeout when the time ran out.
-asio::awaitable<error_code> dial(const engine::UpstreamHost& up, Clock::duration timeout,
-                                 beast::tcp_stream& s) {
-  error_code ec;
-  Clock::time_point deadline = Clock::now() + timeout;
-  s.expires_at(deadline);
-  auto addr = asio::ip::make_address(up.host(), ec);
-  if (!ec) {
-    co_await s.async_connect(tcp::endpoint(addr, up.port()), redirect_error(use_awaitable, ec));
-  } else {
-    auto resolver = std::make_shared<tcp::resolver>(s.get_executor());
-    asio::steady_timer guard(s.get_executor());
-    guard.expires_at(deadline);
-    guard.async_wait([resolver](error_code e) {
-      if (!e) resolver->cancel();
-    });
-    auto results = co_await resolver->async_resolve(up.host(), std::to_string(up.port()),
-                                                    redirect_error(use_awaitable, ec));
-    guard.cancel();
-    if (ec == asio::error::operation_aborted) ec = beast::error::timeout;
-    if (!ec) {
-      s.expires_at(deadline);
-      co_await s.async_connect(results, redirect_error(use_awaitable, ec));
-    }
-  }
-  if (!ec) s.socket().set_option(tcp::no_delay(true), ec);
-  co_return ec;
-}
 
 // Per-request state.
 struct Exchange {
@@ -346,6 +205,10 @@ class Session {
   beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream_); }
   asio::awaitable<bool> tls_handshake();
   asio::awaitable<void> send_close_notify();
+  // Cleartext with h2c allowed: true when the buffered bytes are (the start of) the HTTP/2
+  // preface, after reading the rest of it if needed.
+  asio::awaitable<bool> h2c_preface();
+  asio::awaitable<void> run_h2();
 
   Worker& w_;
   std::shared_ptr<TlsContext> tls_;  // HTTPS only; declared before stream_, which points into it
@@ -363,6 +226,7 @@ class Session {
   std::string sni_;      // HTTPS: the server name the client sent, if any
   bool tls_up_ = false;  // HTTPS: the handshake completed (close_notify is owed)
   bool linger_ = false;  // the client may still be sending: close with lingering_close()
+  bool h2_ = false;      // ALPN chose h2, or a cleartext client sent the h2c preface
 };
 
 template <class Stream>
@@ -407,6 +271,13 @@ asio::awaitable<void> Session<Stream>::run() {
       co_return;
     }
   }
+  if (h2_) {
+    co_await run_h2();
+    co_await send_close_notify();
+    tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
+    tcp().socket().close(ec);
+    co_return;
+  }
   for (;;) {
     if (w_.shared.draining.load(std::memory_order_acquire) && !first) break;
     if (buf_.size() == 0) {
@@ -420,6 +291,14 @@ asio::awaitable<void> Session<Stream>::run() {
       slot_.idle = false;
       if (ec) break;
       buf_.commit(n);
+    }
+    if constexpr (!kTls) {
+      if (first && co_await h2c_preface()) {
+        co_await run_h2();
+        tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
+        tcp().socket().close(ec);
+        co_return;
+      }
     }
     first = false;
     if (!co_await handle_request()) break;
@@ -475,12 +354,52 @@ asio::awaitable<bool> Session<Stream>::tls_handshake() {
     }
     tls_up_ = true;
     if (const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) sni_ = name;
-    // We offer only http/1.1 (or nothing); anything else here would be a protocol we do not
-    // speak.
+    // The listener offers only what we speak (h2, http/1.1); no ALPN at all means HTTP/1.1.
     std::string_view alpn = tls::ServerContext::selected_alpn(ssl);
-    if (!alpn.empty() && alpn != "http/1.1") co_return false;
+    if (!alpn.empty() && alpn != "http/1.1" && alpn != "h2") co_return false;
+    h2_ = alpn == "h2";
   }
   co_return true;
+}
+
+template <class Stream>
+asio::awaitable<bool> Session<Stream>::h2c_preface() {
+  engine::SnapshotPtr snap = w_.reader.current();
+  size_t si = server_index(*snap);
+  if (si == SIZE_MAX || !snap->config().servers[si].h2c) co_return false;
+  auto starts = [&] {
+    auto d = buf_.data();
+    std::string_view got(static_cast<const char*>(d.data()), std::min(d.size(), kH2Preface.size()));
+    return kH2Preface.starts_with(got);
+  };
+  error_code ec;
+  while (starts() && buf_.size() < kH2Preface.size()) {
+    tcp().expires_after(
+        or_default(snap->config().global.read_header_timeout, std::chrono::seconds(30)));
+    size_t n = co_await stream_.async_read_some(buf_.prepare(kReadChunk),
+                                                redirect_error(use_awaitable, ec));
+    if (ec) co_return false;  // HTTP/1 then fails on the partial line, as it would have
+    buf_.commit(n);
+  }
+  co_return starts();
+}
+
+template <class Stream>
+asio::awaitable<void> Session<Stream>::run_h2() {
+  H2ConnInfo info;
+  info.key = key_;
+  info.conn_id = id_;
+  info.slot = &slot_;
+  info.remote_ip = remote_ip_;
+  info.remote_port = remote_port_;
+  info.local_ip = local_ip_;
+  info.local_port = local_port_;
+  info.tls = kTls;
+  info.sni = sni_;
+  auto d = buf_.data();
+  std::string received(static_cast<const char*>(d.data()), d.size());
+  buf_.consume(buf_.size());
+  co_await serve_h2(w_, info, stream_, received);
 }
 
 // Sends our close_notify without waiting for the client's: Go's tls.Conn.Close does the same,
@@ -990,7 +909,6 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
   const engine::ProxyHandler& handler = *d.proxy;
   const config::ReverseProxy& rp = handler.cfg();
   const config::HttpTransport& tr = rp.transport;
-  const config::GlobalOptions& g = x.snap->config().global;
   hsp::http::Request& r = x.req;
   ReqParser& p = *x.parser;
   const bool has_body = !p.is_done();
@@ -998,137 +916,27 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
   const bool idempotent = is_idempotent(r.method);
   const bool is_head = r.method == "HEAD";
   const std::string upgrade = hsp::http::upgrade_type(r.headers);
-  const Clock::duration dial_to = or_default(tr.dial_timeout, std::chrono::seconds(3));
-  const Clock::duration write_to = or_default(tr.write_timeout, idle_timeout_);
-  // Caddy has no default limit on reads from the upstream (an event stream may stay silent for
-  // long); ours is an hour of no progress, so a dead peer still frees its connection one day.
-  const Clock::duration read_to = or_default(tr.read_timeout, std::chrono::hours(1));
-  const Clock::duration header_to = or_default(tr.response_header_timeout, Clock::duration(0));
-  const Clock::duration try_duration =
-      std::chrono::duration_cast<Clock::duration>(rp.lb_try_duration);
-  const Clock::duration try_interval =
-      or_default(rp.lb_try_interval, std::chrono::milliseconds(250));
-  const Clock::time_point try_deadline = x.start + try_duration;
-  const bool passive = rp.passive.fail_duration.count() > 0;
-  auto count_failure = [&](engine::UpstreamHost* up) {
-    if (passive) up->count_failure(Clock::now(), rp.passive.fail_duration);
-  };
+  const ProxyTimes times(rp, idle_timeout_);
+  const Clock::duration write_to = times.write;
+  const Clock::duration read_to = times.read;
+  const Clock::duration header_to = times.header;
 
   const bool trusted = handler.peer_trusted(r);
   hsp::http::HeaderMap base = r.headers;
   hsp::http::strip_request_hop_by_hop(base);
   engine::set_forwarded_headers(r, trusted, base);
 
-  std::vector<const engine::UpstreamHost*> tried;
-  Fail fail = Fail::none;
-  bool fresh_only = false;  // after a stale pooled connection: dial a new one
-  bool stale_retried = false;
-  asio::steady_timer sleeper(stream_.get_executor());
+  UpstreamPicker pick(w_, handler, ctx, times, x.start, id_);
   error_code ec;
 
-  // May we try again after `f`? Only when nothing of the request reached an upstream: a dial
-  // error (any method, as Caddy), within lb_try_duration.
-  auto may_retry = [&](Fail f) {
-    if (try_duration.count() <= 0) return false;
-    if (f != Fail::dial_refused && f != Fail::dial_timeout) return false;
-    return Clock::now() + try_interval < try_deadline;
-  };
-
   for (;;) {
-    engine::UpstreamHost* up = handler.select(ctx, tried);
-    if (!up && !tried.empty() && may_retry(fail)) {
-      tried.clear();
-      sleeper.expires_after(try_interval);
-      co_await sleeper.async_wait(redirect_error(use_awaitable, ec));
-      continue;
-    }
-    if (!up) {
-      if (fail == Fail::none) fail = Fail::no_upstream;
-      break;
-    }
-    ctx.upstream = up;
-    x.upstream = up->dial();
-
-    std::unique_ptr<beast::tcp_stream> us;
-    HostConnToken token;
-    bool reused = false;
-    if (tr.keepalive && !fresh_only) {
-      us = w_.pool.take(up->dial(), tr.keepalive_idle, token);
-      reused = us != nullptr;
-    }
-    fresh_only = false;
-    if (!us && tr.max_conns_per_host > 0) {
-      // At the limit, wait for a slot or an idle connection. Go waits without bound; we give
-      // up after dial_timeout (a dial error: 502). Polling every 5 ms is crude but only runs
-      // when the limit is reached.
-      auto slots = host_slots(up->dial());
-      Clock::time_point give_up = Clock::now() + dial_to;
-      bool got = false;
-      for (;;) {
-        int cur = slots->open.load(std::memory_order_relaxed);
-        if (cur < tr.max_conns_per_host &&
-            slots->open.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) {
-          token = HostConnToken(slots);
-          got = true;
-          break;
-        }
-        if (tr.keepalive && (us = w_.pool.take(up->dial(), tr.keepalive_idle, token))) {
-          reused = got = true;
-          break;
-        }
-        if (Clock::now() >= give_up) break;
-        sleeper.expires_after(std::chrono::milliseconds(5));
-        co_await sleeper.async_wait(redirect_error(use_awaitable, ec));
-      }
-      if (!got) {
-        fail = Fail::dial_timeout;
-        log::debug("upstream_conn_limit").kv("conn_id", id_).kv("upstream", up->dial());
-        tried.push_back(up);
-        if (may_retry(fail)) continue;
-        break;
-      }
-    }
-    if (!us) {
-      us = std::make_unique<beast::tcp_stream>(stream_.get_executor());
-      ec = co_await dial(*up, dial_to, *us);
-      if (ec) {
-        fail = is_timeout(ec) ? Fail::dial_timeout : Fail::dial_refused;
-        log::debug("upstream_dial_failed")
-            .kv("conn_id", id_)
-            .kv("upstream", up->dial())
-            .kv("error", ec.message());
-        count_failure(up);
-        tried.push_back(up);
-        if (may_retry(fail)) {
-          sleeper.expires_after(try_interval);
-          co_await sleeper.async_wait(redirect_error(use_awaitable, ec));
-          continue;
-        }
-        break;
-      }
-    }
-
-    // The request head.
-    hsp::http::HeaderMap out = base;
-    handler.apply_header_up(ctx, out);
-    // Go sends the client's Host; with none (HTTP/1.0), the URL's host: the upstream address.
-    std::string host = r.authority.empty() ? up->dial() : r.authority;
-    if (const std::string* h = out.get("Host")) {
-      host = *h;
-      out.remove("Host");
-    }
-    std::string head;
-    head.reserve(512);
-    head += r.method;
-    head += ' ';
-    append_clean(head, r.uri());
-    head += " HTTP/1.1\r\nHost: ";
-    append_clean(head, host);
-    head += "\r\n";
-    append_fields(head, out);
-    if (chunked_up) head += "Transfer-Encoding: chunked\r\n";
-    if (!tr.keepalive && upgrade.empty()) head += "Connection: close\r\n";  // Go, keepalive off
-    head += "\r\n";
+    std::optional<UpstreamConn> conn = co_await pick.next();
+    x.upstream = pick.last_dial();
+    if (!conn) break;
+    engine::UpstreamHost* up = conn->up;
+    std::unique_ptr<beast::tcp_stream>& us = conn->stream;
+    const bool reused = conn->reused;
+    const std::string head = upstream_request_head(r, handler, ctx, base, *up, chunked_up, upgrade);
 
     const Clock::time_point attempt_start = Clock::now();
     up->begin_request();
@@ -1140,13 +948,9 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
     us->expires_after(write_to);
     co_await asio::async_write(*us, asio::buffer(head), redirect_error(use_awaitable, ec));
     if (ec) {
-      if (reused && !stale_retried && idempotent && !has_body) {
-        stale_retried = true;
-        fresh_only = true;
-        continue;
-      }
-      fail = Fail::upstream_reset;
-      count_failure(up);
+      if (reused && pick.retry_stale(idempotent, has_body)) continue;
+      pick.set_fail(Fail::upstream_reset);
+      pick.count_failure(up);
       break;
     }
 
@@ -1243,19 +1047,17 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
       co_await stop_pump(true);
       bool client_gone = co_await stop_watch();
       if (st->too_large) {
-        fail = Fail::too_large;
+        pick.set_fail(Fail::too_large);
       } else if (st->client_error || client_gone) {
-        fail = Fail::client_closed;
-      } else if (stale && !has_body && idempotent && !stale_retried) {
-        stale_retried = true;
-        fresh_only = true;
+        pick.set_fail(Fail::client_closed);
+      } else if (stale && pick.retry_stale(idempotent, has_body)) {
         continue;
       } else if (st->header_timed_out || is_timeout(ec)) {
-        fail = Fail::upstream_timeout;
-        count_failure(up);
+        pick.set_fail(Fail::upstream_timeout);
+        pick.count_failure(up);
       } else {
-        fail = Fail::upstream_reset;
-        count_failure(up);
+        pick.set_fail(Fail::upstream_reset);
+        pick.count_failure(up);
       }
       log::debug("upstream_response_failed")
           .kv("conn_id", id_)
@@ -1268,44 +1070,9 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
     auto& res = rpar->get();
     int status = res.result_int();
     ctx.response_status = status;
-    if (passive) {
-      bool bad_status =
-          std::find(rp.passive.unhealthy_status.begin(), rp.passive.unhealthy_status.end(),
-                    status) != rp.passive.unhealthy_status.end();
-      // Caddy measures the latency up to the response head.
-      bool slow = rp.passive.unhealthy_latency.count() > 0 &&
-                  Clock::now() - attempt_start >= rp.passive.unhealthy_latency;
-      if (bad_status || slow) count_failure(up);
-    }
-    hsp::http::HeaderMap uh;
-    for (const auto& f : res) uh.add(f.name_string(), f.value());
+    pick.check_response(up, status, attempt_start);
     const bool switching = status == 101;
-    std::string up_upgrade;
-    if (switching) {
-      if (const std::string* u = uh.get("Upgrade")) up_upgrade = *u;
-    }
-    hsp::http::strip_response_hop_by_hop(uh);
-    if (switching) {
-      uh.add("Connection", "Upgrade");
-      uh.add("Upgrade", up_upgrade.empty() ? upgrade : up_upgrade);
-    }
-    handler.apply_header_down(ctx, uh);
-
-    // lb_policy cookie: Caddy sets the cookie on the response writer when it picks the
-    // upstream, i.e. after the immediate header ops and before the upstream's fields.
-    std::string cookie = handler.sticky_cookie(ctx, *up);
-    if (!cookie.empty()) {
-      hsp::http::HeaderMap with_cookie;
-      with_cookie.add("Set-Cookie", cookie);
-      for (const auto& [name, value] : uh) with_cookie.add(name, value);
-      uh = std::move(with_cookie);
-    }
-    hsp::http::HeaderMap h;
-    h.add("Server", kServerName);
-    ctx.response_headers = &h;
-    engine::build_response_headers(d, ctx, uh, h);
-    ctx.response_headers = nullptr;
-    if (!h.has("Date")) h.add("Date", http_date());
+    hsp::http::HeaderMap h = downstream_response_fields(d, handler, ctx, *up, res, upgrade);
 
     const bool body_expected = !is_head && status_has_body(status) && !switching;
     bool chunked_down = false;
@@ -1388,18 +1155,17 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
       st->active = false;
     }
     if (up_ok && pump_ok && rpar->is_done() && rpar->keep_alive() && tr.keepalive) {
-      w_.pool.put(up->dial(), std::move(us), std::move(token),
-                  static_cast<size_t>(std::max(0, tr.keepalive_idle_conns_per_host)),
-                  static_cast<size_t>(std::max(0, tr.keepalive_idle_conns)));
+      pick.recycle(std::move(*conn));
     }
     if (!up_ok || !client_ok) {
-      if (!up_ok && x.end_reason == "upstream_reset") count_failure(up);
+      if (!up_ok && x.end_reason == "upstream_reset") pick.count_failure(up);
       co_return false;  // the response was cut: the client must see the connection end
     }
     co_return keep&& pump_ok&& x.body_consumed;
   }
 
   // No response from any upstream.
+  const Fail fail = pick.fail();
   x.end_reason = fail_reason(fail);
   log::debug("proxy_failed")
       .kv("conn_id", id_)
@@ -1411,9 +1177,7 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
   }
   hsp::http::HeaderMap h;
   h.add("Server", kServerName);
-  int status = fail_status(fail);
-  (void)g;
-  co_return co_await write_simple(x, status, std::move(h), {},
+  co_return co_await write_simple(x, fail_status(fail), std::move(h), {},
                                   p.keep_alive() && fail != Fail::too_large);
 }
 

@@ -105,6 +105,10 @@ struct ListenerKey {
   // Part of the key: a reload that turns a port's server into TLS (or back) replaces the
   // listener instead of leaving the old kind accepting.
   bool tls = false;
+  // TLS: the ALPN protocols offered, in preference order ("h2", "http/1.1"), from
+  // `servers { protocols }`; the SSL_CTX offers them for its whole life, so a change replaces
+  // the listener like the TLS switch above.
+  std::vector<std::string> alpn;
   bool operator==(const ListenerKey&) const = default;
 };
 

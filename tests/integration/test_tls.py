@@ -159,13 +159,12 @@ class TlsTest(unittest.TestCase):
             self.assertEqual(ready[0]["root"], root)
             url = "https://a.localhost:%d/x" % https
             resolve = "a.localhost:%d:%s" % (https, LOOPBACK)
-            for flag in ("--http1.1", "--http2"):
-                # --http2 offers h2 in ALPN; we answer http/1.1 since we do not speak h2 yet.
+            for flag, version in (("--http1.1", "1.1"), ("--http2", "2")):
                 p = subprocess.run(["curl", "-sS", flag, "--cacert", root, "--resolve", resolve,
                                     "-w", "\\n%{http_code} %{http_version}", url],
                                    capture_output=True, text=True, timeout=30)
                 self.assertEqual(p.returncode, 0, p.stderr)
-                self.assertEqual(p.stdout, "hello https a.localhost\n200 1.1", flag)
+                self.assertEqual(p.stdout, "hello https a.localhost\n200 " + version, flag)
 
             # A client that sends no ALPN at all, the request typed by hand.
             req = "GET /y HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n"
@@ -177,11 +176,16 @@ class TlsTest(unittest.TestCase):
             self.assertIn("HTTP/1.1 200 OK", p.stdout)
             self.assertIn("hello https a.localhost", p.stdout)
 
-            # ALPN h2 only: a protocol we do not speak is never selected (handshake refused).
+            # A protocol we do not speak is never selected (handshake refused); among h2 and
+            # http/1.1 ours is the preference order, h2 first, whatever the client's order.
             with self.assertRaises(ssl.SSLError):
-                tls_get(https, "a.localhost", ctx=client_context(alpn=["h2"]))
-            r = tls_get(https, "a.localhost", ctx=client_context(root, alpn=["h2", "http/1.1"]))
+                tls_get(https, "a.localhost", ctx=client_context(alpn=["spdy/3.1"]))
+            r = tls_get(https, "a.localhost", ctx=client_context(root, alpn=["http/1.1"]))
             self.assertEqual((r.status, r.alpn), (200, "http/1.1"))
+            ctx = client_context(root, alpn=["http/1.1", "h2"])
+            with socket.create_connection((LOOPBACK, https), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname="a.localhost") as s:
+                    self.assertEqual(s.selected_alpn_protocol(), "h2")
 
             # HTTP -> HTTPS: 308, no default port (the https_port option, as Caddy 2.6.2 does),
             # and the HTTPS side answers itself (no loop).

@@ -1,0 +1,149 @@
+// Private to gateway/http1/: what the HTTP/1.1 and HTTP/2 front ends (session.cc,
+// h2_session.cc) share on the way to an HTTP/1.1 upstream: picking an upstream and a connection
+// to it under Caddy's retry rules, the request head we send, the response fields the client
+// gets, and why an exchange failed. Everything that reads or writes the downstream connection
+// stays with the front end, since framing, flow control and "the client went away" differ.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "http1/worker.h"
+
+namespace hsp::http1 {
+
+using boost::system::error_code;
+
+constexpr size_t kBodyChunk = 16 * 1024;  // one body piece, either direction
+constexpr const char* kServerName = "hsp-gateway";
+
+using ResParser = boost::beast::http::response_parser<boost::beast::http::buffer_body>;
+
+template <typename D>
+Clock::duration or_default(D d, Clock::duration fallback) {
+  auto c = std::chrono::duration_cast<Clock::duration>(d);
+  return c.count() > 0 ? c : fallback;
+}
+
+// RFC 9110 date for the Date field, formatted at most once per second per thread.
+std::string_view http_date();
+// Field names and values may come from placeholders; CR and LF would let them inject fields.
+void append_clean(std::string& out, std::string_view s);
+void append_fields(std::string& out, const http::HeaderMap& h);
+bool is_idempotent(std::string_view method);
+bool status_has_body(int status);
+// A dual-stack wildcard listener sees IPv4 peers as ::ffff:a.b.c.d; Go reports them as a.b.c.d.
+std::string ip_string(const asio::ip::address& a);
+bool is_timeout(const error_code& ec);
+
+enum class Fail {
+  none,
+  dial_refused,
+  dial_timeout,
+  stale_reused,  // a pooled connection the peer had closed; nothing of this request got there
+  upstream_reset,
+  upstream_timeout,
+  client_closed,
+  too_large,
+  no_upstream,
+};
+// The access log's end_reason for a failed exchange.
+std::string_view fail_reason(Fail f);
+// The status the client gets for it (Caddy 2.6's statusError).
+int fail_status(Fail f);
+
+// Connects `s` to the upstream within `timeout` (name resolution included); returns
+// beast::error::timeout when the time ran out.
+asio::awaitable<error_code> dial(const engine::UpstreamHost& up, Clock::duration timeout,
+                                 beast::tcp_stream& s);
+
+// The timeouts of one reverse_proxy handler, with our defaults where Caddy has none.
+struct ProxyTimes {
+  ProxyTimes(const config::ReverseProxy& rp, Clock::duration idle_timeout);
+  Clock::duration dial;
+  Clock::duration write;
+  Clock::duration read;    // between two reads of the response body
+  Clock::duration header;  // response_header_timeout; 0: none
+  Clock::duration try_duration;
+  Clock::duration try_interval;
+};
+
+// An upstream connection ready for a request: pooled (reused) or freshly dialled.
+struct UpstreamConn {
+  engine::UpstreamHost* up = nullptr;
+  std::unique_ptr<beast::tcp_stream> stream;
+  HostConnToken token;
+  bool reused = false;
+};
+
+// Chooses upstreams and connections for one request, as Caddy's reverse_proxy loop does: a
+// dial failure is retried (any method) within lb_try_duration, every lb_try_interval, on the
+// upstreams not tried yet (all of them again once each was tried); a pooled connection found
+// dead before the upstream saw anything is retried once on a fresh connection, for bodyless
+// idempotent requests only (Go's transport does the same). A request the upstream may have
+// received is never retried.
+class UpstreamPicker {
+ public:
+  UpstreamPicker(Worker& w, const engine::ProxyHandler& handler, engine::RequestCtx& ctx,
+                 const ProxyTimes& times, Clock::time_point start, uint64_t conn_id);
+
+  // The next connection to send the request on; nullopt when none is left (fail() says why).
+  asio::awaitable<std::optional<UpstreamConn>> next();
+  // The connection from next() was a pooled one the upstream had closed: true when the
+  // request may go again on a fresh connection (the next call to next() dials).
+  bool retry_stale(bool idempotent, bool has_body);
+  // Passive health: counts a failure against `up` when the handler has fail_duration set.
+  void count_failure(engine::UpstreamHost* up);
+  // Passive health on a response head: unhealthy_status and unhealthy_latency.
+  void check_response(engine::UpstreamHost* up, int status, Clock::time_point attempt_start);
+  // Puts a connection whose exchange ended cleanly back into the worker's pool.
+  void recycle(UpstreamConn&& c);
+
+  Fail fail() const { return fail_; }
+  void set_fail(Fail f) { fail_ = f; }
+  // The dial address last chosen ("" before the first); the access log's upstream.
+  const std::string& last_dial() const { return last_dial_; }
+
+ private:
+  bool may_retry(Fail f) const;
+
+  Worker& w_;
+  const engine::ProxyHandler& handler_;
+  engine::RequestCtx& ctx_;
+  const ProxyTimes& times_;
+  Clock::time_point try_deadline_;
+  uint64_t conn_id_;
+  std::vector<const engine::UpstreamHost*> tried_;
+  Fail fail_ = Fail::none;
+  bool fresh_only_ = false;
+  bool stale_retried_ = false;
+  std::string last_dial_;
+  asio::steady_timer sleeper_;
+};
+
+// The request head for an HTTP/1.1 upstream: method, target, Host (the client's authority
+// unless header_up set one), the fields in `base` after header_up, chunked framing when the
+// body's length is unknown, and `Connection: close` when keepalive is off (not for upgrades).
+std::string upstream_request_head(const http::Request& r, const engine::ProxyHandler& handler,
+                                  engine::RequestCtx& ctx, const http::HeaderMap& base,
+                                  const engine::UpstreamHost& up, bool chunked,
+                                  const std::string& upgrade);
+
+// The response fields the client gets for an upstream response: hop-by-hop fields stripped,
+// header_down applied, the lb cookie, then the engine's ordering with Server and Date. For a
+// 101, Connection/Upgrade are put back (`upgrade`: what the client asked for).
+http::HeaderMap downstream_response_fields(const engine::Decision& d,
+                                           const engine::ProxyHandler& handler,
+                                           engine::RequestCtx& ctx, const engine::UpstreamHost& up,
+                                           const ResParser::value_type& res,
+                                           const std::string& upgrade);
+
+}  // namespace hsp::http1
