@@ -147,6 +147,15 @@ Json reverse_proxy_json(const ReverseProxy& rp) {
                           {"max_idle_conns", t.keepalive_idle_conns},
                           {"max_idle_conns_per_host", t.keepalive_idle_conns_per_host}};
   tr["max_conns_per_host"] = t.max_conns_per_host;
+  // Printed only when written (or implied by the upstreams' scheme), under Caddy's JSON names:
+  // a plain transport keeps the shape it had before upstream TLS and h2 existed.
+  if (!t.versions.empty()) tr["versions"] = strings(t.versions);
+  if (t.tls) {
+    tr["tls"] = Json{{"server_name", t.tls_server_name},
+                     {"insecure_skip_verify", t.tls_insecure_skip_verify},
+                     {"root_ca_pem_files", strings(t.tls_trusted_ca_certs)},
+                     {"handshake_timeout", dur(t.tls_timeout)}};
+  }
   j["transport"] = tr;
   return j;
 }

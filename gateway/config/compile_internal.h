@@ -175,6 +175,11 @@ class Compiler {
   bool status_list(const Directive& sub, std::vector<int>& out);
   bool flush_interval(const Directive& sub, std::optional<Duration>& out);
   bool transport(const Directive& d, HttpTransport& t);
+  std::optional<bool> transport_tls_option(const Directive& sub, HttpTransport& t);
+  bool versions(const Directive& sub, std::vector<std::string>& out);
+  bool readable_file(const Token& t, const std::string& what);
+  bool upstream_scheme(const std::string& scheme, const Directive* transport_dir,
+                       const Directive& d, HttpTransport& t);
   bool lb_policy(const Directive& d, ReverseProxy& rp);
 
   Errors errs_;

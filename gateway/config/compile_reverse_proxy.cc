@@ -1,5 +1,7 @@
 // reverse_proxy: upstreams, load balancing, active and passive health checks, header_up/down,
-// flush_interval, trusted_proxies and the http transport.
+// flush_interval, trusted_proxies and the http transport (with TLS and HTTP versions).
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <string>
@@ -19,6 +21,7 @@ bool Compiler::reverse_proxy(const Directive& d, size_t first, ReverseProxy& rp)
 
   OpsAcc up, down;
   bool have_policy = false, have_transport = false;
+  const Directive* transport_dir = nullptr;
   auto first_time = [&](const Directive& sub, bool& seen, const std::string& what) {
     if (seen) error(sub.name, what + " already specified");
     return !std::exchange(seen, true);
@@ -61,7 +64,9 @@ bool Compiler::reverse_proxy(const Directive& d, size_t first, ReverseProxy& rp)
         ok = false;
       }
     } else if (n == "transport") {
-      ok &= first_time(sub, have_transport, "transport") && transport(sub, rp.transport);
+      bool first = first_time(sub, have_transport, "transport");
+      if (first) transport_dir = &sub;
+      ok &= first && transport(sub, rp.transport);
     } else {
       unsupported_sub(d, sub);
       ok = false;
@@ -69,13 +74,42 @@ bool Compiler::reverse_proxy(const Directive& d, size_t first, ReverseProxy& rp)
   }
   rp.header_up = up.finish();
   rp.header_down = down.finish();
+  ok &= upstream_scheme(common_scheme, transport_dir, d, rp.transport);
   // No upstream at all is valid, as in Caddy: every request gets 503. It is what
   // `{{upstreams}}` gives a labelled service with no running task; the site must stay.
   return ok;
 }
 
-// One static upstream, from an argument of reverse_proxy or `to`. Only plain HTTP over TCP to
-// a fixed address is supported; everything else is refused by name rather than half-served.
+// What the upstreams' common scheme means for the transport, after the whole block is read
+// (Caddy's UnmarshalCaddyfile epilogue): https:// turns TLS on, h2c:// sets versions to
+// {"h2c", "2"} whatever was written, http:// with a TLS transport is an error.
+bool Compiler::upstream_scheme(const std::string& scheme, const Directive* transport_dir,
+                               const Directive& d, HttpTransport& t) {
+  // Caddy reports at the end of the directive; the transport line is where the fix goes.
+  const Token& where = transport_dir != nullptr ? transport_dir->name : d.name;
+  if (scheme == "https") {
+    t.tls = true;
+  } else if (scheme == "http" && t.tls) {
+    error(where,
+          "upstream address scheme is HTTP but transport is configured for HTTP+TLS "
+          "(HTTPS)");
+    return false;
+  } else if (scheme == "h2c") {
+    // Caddy accepts this and, as its TLS transport never hands requests to the h2c one, ends
+    // up speaking h2 over TLS to an h2c:// address; refused here as the contradiction it is.
+    if (t.tls) {
+      error(where,
+            "upstream address scheme is h2c (cleartext HTTP/2) but transport is "
+            "configured for HTTP+TLS (HTTPS)");
+      return false;
+    }
+    t.versions = {"h2c", "2"};
+  }
+  return true;
+}
+
+// One static upstream, from an argument of reverse_proxy or `to`. HTTP, HTTPS and h2c over TCP
+// to a fixed address are supported; everything else is refused by name rather than half-served.
 bool Compiler::upstream(const Token& t, std::string& common_scheme, ReverseProxy& rp) {
   const std::string& s = t.text;
   if (s.rfind("srv+", 0) == 0) {
@@ -89,11 +123,7 @@ bool Compiler::upstream(const Token& t, std::string& common_scheme, ReverseProxy
     return false;
   }
   std::string problem;
-  if (ua.scheme == "https") {
-    problem = "HTTPS upstreams are not supported yet by hsp-gateway";
-  } else if (ua.scheme == "h2c") {
-    problem = "h2c upstreams are not supported yet by hsp-gateway";
-  } else if (!ua.scheme.empty() && ua.scheme != "http") {
+  if (!ua.scheme.empty() && ua.scheme != "http" && ua.scheme != "https" && ua.scheme != "h2c") {
     problem = "unsupported scheme '" + ua.scheme + "://'";
   } else if (ua.network == "unix") {
     problem = "unix socket upstreams are not supported yet by hsp-gateway";
@@ -267,11 +297,93 @@ bool Compiler::transport(const Directive& d, HttpTransport& t) {
       ok &= int_arg(sub, t.keepalive_idle_conns_per_host, 0, kNoMax);
     } else if (n == "max_conns_per_host") {
       ok &= int_arg(sub, t.max_conns_per_host, 0, kNoMax);
+    } else if (std::optional<bool> tls = transport_tls_option(sub, t)) {
+      ok &= *tls;
+    } else if (n == "versions") {
+      ok &= versions(sub, t.versions);
     } else {
       unsupported_sub(d, sub);
       ok = false;
     }
   }
+  return ok;
+}
+
+// The TLS options of `transport http` that hsp-gateway implements. Each one turns TLS on, as
+// in Caddy, where any of them creates the transport's TLS config. Returns nullopt when `sub`
+// is not one of them, else whether it was valid. Not supported yet (refused by name):
+// tls_client_auth, tls_renegotiation, tls_except_ports.
+std::optional<bool> Compiler::transport_tls_option(const Directive& sub, HttpTransport& t) {
+  const std::string& n = sub.name.text;
+  bool ok = true;
+  if (n == "tls") {
+    ok = no_args(sub);
+  } else if (n == "tls_server_name") {
+    ok = one_arg(sub, t.tls_server_name);
+  } else if (n == "tls_insecure_skip_verify") {
+    ok = no_args(sub);
+    if (ok) t.tls_insecure_skip_verify = true;
+  } else if (n == "tls_timeout") {
+    ok = duration_arg(sub, t.tls_timeout);
+  } else if (n == "tls_trusted_ca_certs") {
+    if (sub.args.empty()) {
+      wrong_arg_count(sub);
+      return false;
+    }
+    if (!no_block(sub)) return false;
+    for (const auto& a : sub.args) ok &= readable_file(a, "tls_trusted_ca_certs");
+    if (ok)
+      for (const auto& a : sub.args) t.tls_trusted_ca_certs.push_back(a.text);
+  } else {
+    return std::nullopt;
+  }
+  if (ok) t.tls = true;
+  return ok;
+}
+
+// Caddy reads the CA files when the transport is provisioned, so a missing file fails the
+// config load there; here it fails at compile time, at the argument that names it. Only
+// existence and readability are checked: the PEM is parsed when the data plane builds its TLS
+// client context. Relative paths are relative to the working directory, as in Caddy.
+bool Compiler::readable_file(const Token& t, const std::string& what) {
+  std::error_code ec;
+  const std::filesystem::path p(t.text);
+  auto st = std::filesystem::status(p, ec);
+  std::string problem;
+  if (ec || !std::filesystem::exists(st)) {
+    problem = "no such file";
+  } else if (std::filesystem::is_directory(st)) {
+    problem = "it is a directory";
+  } else if (!std::ifstream(p, std::ios::binary).is_open()) {
+    problem = "cannot be read";
+  }
+  if (problem.empty()) return true;
+  error(t, what + ": cannot use '" + t.text + "': " + problem);
+  return false;
+}
+
+// `versions 1.1 2 h2c`: the HTTP versions allowed to the upstream (see upstream_proto()).
+// Caddy 2.6 stores any word; only the ones its transport acts on are accepted here.
+bool Compiler::versions(const Directive& sub, std::vector<std::string>& out) {
+  if (sub.args.empty()) {
+    wrong_arg_count(sub);
+    return false;
+  }
+  if (!no_block(sub)) return false;
+  bool ok = true;
+  std::vector<std::string> vs;
+  for (const auto& a : sub.args) {
+    if (a.text == "1.1" || a.text == "2" || a.text == "h2c") {
+      vs.push_back(a.text);
+    } else if (a.text == "3") {
+      error(a, "HTTP/3 to upstreams ('versions 3') is not supported yet by hsp-gateway");
+      ok = false;
+    } else {
+      error(a, "unknown HTTP version '" + a.text + "' for 'versions' (expected 1.1, 2, h2c or 3)");
+      ok = false;
+    }
+  }
+  if (ok) out = std::move(vs);  // a later `versions` line replaces an earlier one, as in Caddy
   return ok;
 }
 

@@ -162,7 +162,40 @@ struct HttpTransport {
   int keepalive_idle_conns = 0;  // across all hosts; 0: unlimited (Go's MaxIdleConns)
   bool keepalive = true;
   int max_conns_per_host = 0;  // 0: unlimited
+  // TLS to the upstream: on for `https://` upstreams and whenever `tls` or any tls_* option is
+  // written (Caddy enables its TLS config for each of them). tls_server_name may hold
+  // placeholders ({http.request.host}), replaced per request as in Caddy.
+  bool tls = false;
+  std::string tls_server_name;                    // SNI and the name verified; empty: the dial host
+  bool tls_insecure_skip_verify = false;          // no certificate or name verification at all
+  std::vector<std::string> tls_trusted_ca_certs;  // PEM files (exist at load); empty: system roots
+  Duration tls_timeout{0};                        // handshake limit; 0: none, as in Caddy 2.6
+  // `versions` as written ("1.1", "2", "h2c"); empty: Caddy's default {"1.1", "2"}. h2c://
+  // upstreams force {"h2c", "2"} as Caddy does. See upstream_proto() for what the data plane
+  // speaks.
+  std::vector<std::string> versions;
 };
+
+// The HTTP version the data plane uses to an upstream, as Caddy 2.6's HTTPTransport chooses it
+// (Go's http.Transport, plus its own h2c transport):
+//   - TLS on: ALPN offering "h2" and "http/1.1" when versions (or the default) contain "2"
+//     (h2_tls_alpn: speak h2 if the server selects it, HTTP/1.1 otherwise); without "2", TLS
+//     with HTTP/1.1 only (h1, HttpTransport::tls tells it is over TLS).
+//   - TLS off: h2c with prior knowledge when versions contain "h2c"; else HTTP/1.1. Go never
+//     speaks h2 over cleartext unless asked for h2c, whatever versions says.
+// TLS is checked first because Caddy does so: with TLS on its requests carry the https scheme
+// and never reach the h2c transport, so `versions h2c 2` plus `tls` means h2 over TLS.
+enum class UpstreamProto { h1, h2c, h2_tls_alpn };
+inline UpstreamProto upstream_proto(const HttpTransport& t) {
+  auto has = [&](const char* v) {
+    if (t.versions.empty()) return std::string(v) == "1.1" || std::string(v) == "2";
+    for (const auto& s : t.versions)
+      if (s == v) return true;
+    return false;
+  };
+  if (t.tls) return has("2") ? UpstreamProto::h2_tls_alpn : UpstreamProto::h1;
+  return has("h2c") ? UpstreamProto::h2c : UpstreamProto::h1;
+}
 
 struct ReverseProxy {
   std::vector<Upstream> upstreams;

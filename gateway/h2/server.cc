@@ -242,6 +242,10 @@ struct Callbacks {
   static int on_frame_recv(nghttp2_session*, const nghttp2_frame* frame, void* ud) {
     ServerConnection& c = self(ud);
     if (frame->hd.type == NGHTTP2_RST_STREAM) c.count_reset();
+    if ((frame->hd.type == NGHTTP2_SETTINGS || frame->hd.type == NGHTTP2_PING) &&
+        (frame->hd.flags & NGHTTP2_FLAG_ACK) == 0 && !c.take_control_token()) {
+      return NGHTTP2_ERR_CALLBACK_FAILURE;  // recv() answers with GOAWAY ENHANCE_YOUR_CALM
+    }
     ServerConnection::Stream* s = c.find(frame->hd.stream_id);
     if (s == nullptr) return 0;
     bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
@@ -389,6 +393,8 @@ ServerConnection::ServerConnection(Settings settings, Handler& handler, uint64_t
   nghttp2_session_callbacks_del(cbs);
   reset_tokens_ = static_cast<double>(settings_.reset_burst);
   reset_refill_ = std::chrono::steady_clock::now();
+  control_tokens_ = static_cast<double>(settings_.control_burst);
+  control_refill_ = reset_refill_;
   if (session_ == nullptr) return;
 
   nghttp2_settings_entry iv[] = {
@@ -419,6 +425,22 @@ void ServerConnection::count_reset() {
   refuse_new_streams_ = true;
 }
 
+bool ServerConnection::take_control_token() {
+  auto now = std::chrono::steady_clock::now();
+  double elapsed = std::chrono::duration<double>(now - control_refill_).count();
+  control_refill_ = now;
+  control_tokens_ =
+      std::min(static_cast<double>(settings_.control_burst),
+               control_tokens_ + elapsed * static_cast<double>(settings_.control_rate_per_sec));
+  if (control_tokens_ >= 1) {
+    control_tokens_ -= 1;
+    return true;
+  }
+  if (!control_flood_) log::info("h2_control_flood").kv("conn_id", conn_id_);
+  control_flood_ = true;
+  return false;
+}
+
 ServerConnection::~ServerConnection() {
   // nghttp2_session_del calls on_stream_close for open streams; the handler is not told about
   // those (it is being torn down with the connection), so forget them first.
@@ -440,6 +462,13 @@ Result<size_t> ServerConnection::recv(std::string_view bytes) {
   if (rv >= 0) deliver_pending();
   pending_.clear();
   if (rv < 0) {
+    // Whatever nghttp2 queued itself, the peer learns why before we close (a GOAWAY queued
+    // already wins: nghttp2 sends one only).
+    uint32_t code =
+        control_flood_ || rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+            ? NGHTTP2_ENHANCE_YOUR_CALM
+            : NGHTTP2_PROTOCOL_ERROR;
+    nghttp2_session_terminate_session(session_, code);
     log::info("h2_connection_error")
         .kv("conn_id", conn_id_)
         .kv("error", nghttp2_strerror(static_cast<int>(rv)));

@@ -43,7 +43,12 @@
 // with CR/LF/NUL, upper case or a connection-specific field can reach an HTTP/1 upstream even
 // if an nghttp2 option changes. Header lists are counted as RFC 7541 §4.1 sizes against
 // max_header_bytes (431, HPACK bomb); Debian's backported rapid-reset limiter and
-// CONTINUATION cap are set; streams over max_concurrent_streams get REFUSED_STREAM.
+// CONTINUATION cap are set; streams over max_concurrent_streams get REFUSED_STREAM while our
+// SETTINGS are unacknowledged. Known deviation (nghttp2's, shared with nghttpx): once the client
+// has acknowledged the limit, a HEADERS past it is a connection error (GOAWAY PROTOCOL_ERROR,
+// the connection ends with its accepted streams) where RFC 9113 §5.1.2 asks for a stream error
+// on the excess stream only. It costs a misbehaving client its connection, never the server
+// more work than the limit; nghttp2 offers no option to make it a stream error.
 #pragma once
 
 #include <chrono>
@@ -79,6 +84,12 @@ struct Settings {
   // smaller burst bounds the upstream work a rapid-reset burst can start).
   uint64_t reset_burst = 200;
   uint64_t reset_rate_per_sec = 33;
+  // SETTINGS and PING frames (not ACKs) each make us queue an ACK; a peer that sends them
+  // faster than this (token bucket) gets GOAWAY ENHANCE_YOUR_CALM (CVE-2019-9512/9515). nghttp2's
+  // own guard (max_outbound_ack) only trips when the ACKs cannot be written, which a loopback
+  // or fast link's socket buffers hide.
+  uint64_t control_burst = 1000;
+  uint64_t control_rate_per_sec = 100;
   size_t max_continuations = 8;    // CVE-2024-28182
   size_t max_outbound_ack = 1000;  // SETTINGS/PING ACK queue (CVE-2019-9512/9515)
 };
@@ -159,6 +170,7 @@ class ServerConnection {
   void fill_output();
   void notify_send_ready();
   void count_reset();
+  bool take_control_token();
   void deliver_pending();
 
   Settings settings_;
@@ -180,6 +192,9 @@ class ServerConnection {
   double reset_tokens_ = 0;
   std::chrono::steady_clock::time_point reset_refill_;
   bool refuse_new_streams_ = false;
+  double control_tokens_ = 0;
+  std::chrono::steady_clock::time_point control_refill_;
+  bool control_flood_ = false;
 };
 
 }  // namespace hsp::h2

@@ -41,6 +41,7 @@
 #include "h2/server.h"
 #include "http/hop_by_hop.h"
 #include "http1/access_log.h"
+#include "http1/h2_upstream.h"
 #include "http1/proxy_common.h"
 #include "http1/tls_context.h"
 #include "util/log.h"
@@ -67,32 +68,9 @@ std::optional<uint64_t> content_length(const http::HeaderMap& h) {
   return n;
 }
 
-// A flag plus a timer: the waiter sleeps until someone signals. Signals that come before the
-// wait are kept (all on one thread, so check-then-wait cannot race).
-class Wakeup {
- public:
-  explicit Wakeup(const asio::any_io_executor& ex) : timer_(ex) {}
-  void signal() {
-    signalled_ = true;
-    timer_.cancel();
-  }
-  asio::awaitable<void> wait() {
-    if (!signalled_) {
-      timer_.expires_after(std::chrono::hours(24));
-      error_code ec;
-      co_await timer_.async_wait(redirect_error(use_awaitable, ec));
-    }
-    signalled_ = false;
-  }
-
- private:
-  asio::steady_timer timer_;
-  bool signalled_ = false;
-};
-
 // One request stream as the reader (codec events) and its coroutine share it.
 struct H2Stream {
-  explicit H2Stream(const asio::any_io_executor& ex) : wake(ex) {}
+  explicit H2Stream(const asio::any_io_executor& ex) : in_wake(ex), out_wake(ex) {}
   int32_t id = 0;
   http::Request req;
   std::string body;  // received, not yet written upstream (bounded by the stream window)
@@ -100,7 +78,10 @@ struct H2Stream {
   bool gone = false;  // reset by the peer, or the connection ended: stop, answer nothing
   uint64_t bytes_read = 0;
   beast::tcp_stream* upstream = nullptr;  // cancelled when the stream goes away
-  Wakeup wake;
+  // Two waiters, one each: the request body pump (body bytes, its end, and an HTTP/2
+  // upstream's send window) and the response side (room to send, an HTTP/2 upstream's events).
+  Wakeup in_wake;
+  Wakeup out_wake;
 
   void abandon() {
     gone = true;
@@ -108,7 +89,8 @@ struct H2Stream {
       error_code ignored;
       upstream->socket().cancel(ignored);
     }
-    wake.signal();
+    in_wake.signal();
+    out_wake.signal();
   }
 };
 
@@ -168,6 +150,9 @@ class H2Session final : public h2::Handler {
                                 const engine::Decision& d);
   asio::awaitable<void> proxy(std::shared_ptr<H2Stream> sp, H2Exchange& x, engine::RequestCtx& ctx,
                               const engine::Decision& d);
+  asio::awaitable<void> proxy_h2(std::shared_ptr<H2Stream> sp, H2Exchange& x,
+                                 engine::RequestCtx& ctx, const engine::Decision& d);
+  class AsDownstream;
   asio::awaitable<void> pump_body(std::shared_ptr<H2Stream> st, beast::tcp_stream& up, bool chunked,
                                   int64_t max_body, Clock::duration write_to,
                                   std::shared_ptr<int> result);
@@ -360,7 +345,7 @@ void H2Session<Stream>::on_request_data(int32_t id, std::string_view data) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   it->second->body.append(data);
-  it->second->wake.signal();
+  it->second->in_wake.signal();
 }
 
 template <class Stream>
@@ -368,7 +353,7 @@ void H2Session<Stream>::on_request_end(int32_t id) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   it->second->body_done = true;
-  it->second->wake.signal();
+  it->second->in_wake.signal();
 }
 
 template <class Stream>
@@ -388,7 +373,7 @@ void H2Session<Stream>::on_stream_closed(int32_t id, uint32_t) {
 template <class Stream>
 void H2Session<Stream>::on_send_ready(int32_t id) {
   auto it = streams_.find(id);
-  if (it != streams_.end()) it->second->wake.signal();
+  if (it != streams_.end()) it->second->out_wake.signal();
 }
 
 template <class Stream>
@@ -417,7 +402,7 @@ asio::awaitable<bool> H2Session<Stream>::send_body(H2Stream& st, std::string_vie
       wake_writer();
       continue;
     }
-    co_await st.wake.wait();  // on_send_ready, or the stream went away
+    co_await st.out_wake.wait();  // on_send_ready, or the stream went away
   }
   co_return !st.gone;
 }
@@ -567,7 +552,7 @@ asio::awaitable<void> H2Session<Stream>::pump_body(std::shared_ptr<H2Stream> sp,
       *result = -1;
       co_return;
     }
-    co_await st.wake.wait();
+    co_await st.in_wake.wait();
   }
   if (chunked) {
     up.expires_after(write_to);
@@ -584,6 +569,10 @@ asio::awaitable<void> H2Session<Stream>::pump_body(std::shared_ptr<H2Stream> sp,
 template <class Stream>
 asio::awaitable<void> H2Session<Stream>::proxy(std::shared_ptr<H2Stream> sp, H2Exchange& x,
                                                engine::RequestCtx& ctx, const engine::Decision& d) {
+  if (config::upstream_proto(d.proxy->cfg().transport) == config::UpstreamProto::h2c) {
+    co_await proxy_h2(std::move(sp), x, ctx, d);
+    co_return;
+  }
   H2Stream& st = *sp;
   const engine::ProxyHandler& handler = *d.proxy;
   const config::ReverseProxy& rp = handler.cfg();
@@ -651,7 +640,7 @@ asio::awaitable<void> H2Session<Stream>::proxy(std::shared_ptr<H2Stream> sp, H2E
     }
     auto stop_pump = [&]() -> asio::awaitable<void> {
       if (*pump == 0) *pump = 2;  // stopped
-      st.wake.signal();
+      st.in_wake.signal();
       while (pumping) co_await pump_done.wait();
     };
 
@@ -716,7 +705,8 @@ asio::awaitable<void> H2Session<Stream>::proxy(std::shared_ptr<H2Stream> sp, H2E
     const int status = res.result_int();
     ctx.response_status = status;
     pick.check_response(up, status, attempt_start);
-    http::HeaderMap h = downstream_response_fields(d, handler, ctx, *up, res, no_upgrade);
+    http::HeaderMap h =
+        downstream_response_fields(d, handler, ctx, *up, status, fields_of(res), no_upgrade);
     const bool body_expected = !is_head && status_has_body(status);
     if (body_expected && rpar->is_done() && !rpar->content_length()) {
       h.set("Content-Length", "0");
@@ -795,6 +785,78 @@ asio::awaitable<void> H2Session<Stream>::proxy(std::shared_ptr<H2Stream> sp, H2E
   h.add("Server", kServerName);
   h.add("Content-Length", "0");
   submit_head(st, x, fail_status(fail), std::move(h), true);
+}
+
+// An HTTP/2 stream as the client side of an exchange with an HTTP/2 upstream.
+template <class Stream>
+class H2Session<Stream>::AsDownstream final : public Downstream {
+ public:
+  AsDownstream(H2Session& s, H2Stream& st, H2Exchange& x)
+      : Downstream(st.in_wake, st.out_wake), s_(s), st_(st), x_(x) {}
+  bool gone() const override { return st_.gone; }
+  // One wait at most: a wake-up without data returns an empty piece, so that the caller can
+  // see it was stopped.
+  asio::awaitable<Read> read_body(std::string& out) override {
+    for (int round = 0;; ++round) {
+      if (!st_.body.empty()) {
+        out.swap(st_.body);
+        st_.body.clear();
+        st_.bytes_read += out.size();
+        co_return Read::data;
+      }
+      if (st_.body_done) co_return Read::end;
+      if (st_.gone) co_return Read::failed;
+      if (round > 0) co_return Read::data;
+      co_await st_.in_wake.wait();
+    }
+  }
+  void body_forwarded(size_t n) override {
+    if (st_.gone) return;
+    s_.conn_.consume(st_.id, n);
+    s_.wake_writer();
+  }
+  asio::awaitable<bool> write_head(int status, http::HeaderMap h, bool end_stream) override {
+    co_return s_.submit_head(st_, x_, status, std::move(h), end_stream);
+  }
+  asio::awaitable<bool> write_body(std::string_view data) override {
+    bool sent = co_await s_.send_body(st_, data);
+    if (!sent) co_return false;
+    x_.sent += data.size();
+    co_return true;
+  }
+  asio::awaitable<bool> finish(std::optional<http::HeaderMap> trailers) override {
+    if (st_.gone) co_return false;
+    auto r = s_.conn_.end_stream(st_.id, std::move(trailers));
+    s_.wake_writer();
+    co_return r.ok();
+  }
+  void abort() override { s_.reset(st_, 2); }  // INTERNAL_ERROR, as Go's server does
+  asio::awaitable<void> write_error(int status) override {
+    http::HeaderMap h;
+    h.add("Server", kServerName);
+    h.add("Content-Length", "0");
+    s_.submit_head(st_, x_, status, std::move(h), true);
+    co_return;
+  }
+
+ private:
+  H2Session& s_;
+  H2Stream& st_;
+  H2Exchange& x_;
+};
+
+template <class Stream>
+asio::awaitable<void> H2Session<Stream>::proxy_h2(std::shared_ptr<H2Stream> sp, H2Exchange& x,
+                                                  engine::RequestCtx& ctx,
+                                                  const engine::Decision& d) {
+  H2Stream& st = *sp;
+  AsDownstream down(*this, st, x);
+  const bool has_body = !st.body_done || !st.body.empty();
+  ProxyOutcome o = co_await proxy_to_h2(w_, down, st.req, has_body, ctx, d, x.start, idle_timeout_,
+                                        info_.conn_id);
+  x.upstream = std::move(o.upstream);
+  x.end_reason = o.end_reason;
+  if (o.client_gone) x.status = 499;
 }
 
 }  // namespace

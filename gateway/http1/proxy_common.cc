@@ -133,6 +133,17 @@ asio::awaitable<error_code> dial(const engine::UpstreamHost& up, Clock::duration
   co_return ec;
 }
 
+asio::awaitable<bool> Wakeup::wait_until(Clock::time_point deadline) {
+  if (!signalled_) {
+    timer_.expires_at(deadline);
+    error_code ec;
+    co_await timer_.async_wait(redirect_error(use_awaitable, ec));
+    if (!ec) co_return false;  // expired, not cancelled by signal()
+  }
+  signalled_ = false;
+  co_return true;
+}
+
 ProxyTimes::ProxyTimes(const config::ReverseProxy& rp, Clock::duration idle_timeout)
     : dial(or_default(rp.transport.dial_timeout, std::chrono::seconds(3))),
       write(or_default(rp.transport.write_timeout, idle_timeout)),
@@ -192,8 +203,7 @@ void UpstreamPicker::recycle(UpstreamConn&& c) {
               static_cast<size_t>(std::max(0, tr.keepalive_idle_conns)));
 }
 
-asio::awaitable<std::optional<UpstreamConn>> UpstreamPicker::next() {
-  const config::HttpTransport& tr = handler_.cfg().transport;
+asio::awaitable<engine::UpstreamHost*> UpstreamPicker::choose() {
   error_code ec;
   for (;;) {
     engine::UpstreamHost* up = handler_.select(ctx_, tried_);
@@ -205,10 +215,31 @@ asio::awaitable<std::optional<UpstreamConn>> UpstreamPicker::next() {
     }
     if (!up) {
       if (fail_ == Fail::none) fail_ = Fail::no_upstream;
-      co_return std::nullopt;
+      co_return nullptr;
     }
     ctx_.upstream = up;
     last_dial_ = up->dial();
+    co_return up;
+  }
+}
+
+asio::awaitable<bool> UpstreamPicker::dial_failed(engine::UpstreamHost* up, Fail f) {
+  fail_ = f;
+  count_failure(up);
+  tried_.push_back(up);
+  if (!may_retry(f)) co_return false;
+  error_code ec;
+  sleeper_.expires_after(times_.try_interval);
+  co_await sleeper_.async_wait(redirect_error(use_awaitable, ec));
+  co_return true;
+}
+
+asio::awaitable<std::optional<UpstreamConn>> UpstreamPicker::next() {
+  const config::HttpTransport& tr = handler_.cfg().transport;
+  error_code ec;
+  for (;;) {
+    engine::UpstreamHost* up = co_await choose();
+    if (!up) co_return std::nullopt;
 
     UpstreamConn c;
     c.up = up;
@@ -241,6 +272,7 @@ asio::awaitable<std::optional<UpstreamConn>> UpstreamPicker::next() {
         co_await sleeper_.async_wait(redirect_error(use_awaitable, ec));
       }
       if (!got) {
+        // Not the upstream's fault: no passive-health failure is counted.
         fail_ = Fail::dial_timeout;
         log::debug("upstream_conn_limit").kv("conn_id", conn_id_).kv("upstream", up->dial());
         tried_.push_back(up);
@@ -252,16 +284,11 @@ asio::awaitable<std::optional<UpstreamConn>> UpstreamPicker::next() {
       c.stream = std::make_unique<beast::tcp_stream>(*w_.ioc);
       ec = co_await dial(*up, times_.dial, *c.stream);
       if (ec) {
-        fail_ = is_timeout(ec) ? Fail::dial_timeout : Fail::dial_refused;
         log::debug("upstream_dial_failed")
             .kv("conn_id", conn_id_)
             .kv("upstream", up->dial())
             .kv("error", ec.message());
-        count_failure(up);
-        tried_.push_back(up);
-        if (may_retry(fail_)) {
-          sleeper_.expires_after(times_.try_interval);
-          co_await sleeper_.async_wait(redirect_error(use_awaitable, ec));
+        if (co_await dial_failed(up, is_timeout(ec) ? Fail::dial_timeout : Fail::dial_refused)) {
           continue;
         }
         co_return std::nullopt;
@@ -299,14 +326,18 @@ std::string upstream_request_head(const http::Request& r, const engine::ProxyHan
   return head;
 }
 
+http::HeaderMap fields_of(const ResParser::value_type& res) {
+  http::HeaderMap uh;
+  for (const auto& f : res) uh.add(f.name_string(), f.value());
+  return uh;
+}
+
 http::HeaderMap downstream_response_fields(const engine::Decision& d,
                                            const engine::ProxyHandler& handler,
                                            engine::RequestCtx& ctx, const engine::UpstreamHost& up,
-                                           const ResParser::value_type& res,
+                                           int status, http::HeaderMap uh,
                                            const std::string& upgrade) {
-  http::HeaderMap uh;
-  for (const auto& f : res) uh.add(f.name_string(), f.value());
-  const bool switching = res.result_int() == 101;
+  const bool switching = status == 101;
   std::string up_upgrade;
   if (switching) {
     if (const std::string* u = uh.get("Upgrade")) up_upgrade = *u;

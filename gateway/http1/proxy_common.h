@@ -65,6 +65,24 @@ int fail_status(Fail f);
 asio::awaitable<error_code> dial(const engine::UpstreamHost& up, Clock::duration timeout,
                                  beast::tcp_stream& s);
 
+// A flag plus a timer: the waiter sleeps until someone signals. Signals that come before the
+// wait are kept (all on one thread, so check-then-wait cannot race).
+class Wakeup {
+ public:
+  explicit Wakeup(const asio::any_io_executor& ex) : timer_(ex) {}
+  void signal() {
+    signalled_ = true;
+    timer_.cancel();
+  }
+  asio::awaitable<void> wait() { co_await wait_until(Clock::now() + std::chrono::hours(24)); }
+  // False when the deadline passed without a signal.
+  asio::awaitable<bool> wait_until(Clock::time_point deadline);
+
+ private:
+  asio::steady_timer timer_;
+  bool signalled_ = false;
+};
+
 // The timeouts of one reverse_proxy handler, with our defaults where Caddy has none.
 struct ProxyTimes {
   ProxyTimes(const config::ReverseProxy& rp, Clock::duration idle_timeout);
@@ -97,6 +115,11 @@ class UpstreamPicker {
 
   // The next connection to send the request on; nullopt when none is left (fail() says why).
   asio::awaitable<std::optional<UpstreamConn>> next();
+  // The parts of next() for transports with their own connections (HTTP/2 upstreams): the
+  // next upstream to try (after the lb_try_interval pause when every one was tried), or null;
+  // and, after a failed dial to `up`, whether to go on (true, after the pause) or give up.
+  asio::awaitable<engine::UpstreamHost*> choose();
+  asio::awaitable<bool> dial_failed(engine::UpstreamHost* up, Fail f);
   // The connection from next() was a pooled one the upstream had closed: true when the
   // request may go again on a fresh connection (the next call to next() dials).
   bool retry_stale(bool idempotent, bool has_body);
@@ -143,7 +166,9 @@ std::string upstream_request_head(const http::Request& r, const engine::ProxyHan
 http::HeaderMap downstream_response_fields(const engine::Decision& d,
                                            const engine::ProxyHandler& handler,
                                            engine::RequestCtx& ctx, const engine::UpstreamHost& up,
-                                           const ResParser::value_type& res,
+                                           int status, http::HeaderMap uh,
                                            const std::string& upgrade);
+// The fields of a response head Beast parsed, in order.
+http::HeaderMap fields_of(const ResParser::value_type& res);
 
 }  // namespace hsp::http1

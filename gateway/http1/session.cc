@@ -54,6 +54,7 @@
 #include "http/hop_by_hop.h"
 #include "http1/access_log.h"
 #include "http1/h2_session.h"
+#include "http1/h2_upstream.h"
 #include "http1/proxy_common.h"
 #include "http1/tls_context.h"
 #include "http1/worker.h"
@@ -183,6 +184,8 @@ class Session {
   asio::awaitable<bool> handle_request();
   asio::awaitable<bool> respond(Exchange& x, engine::RequestCtx& ctx, const engine::Decision& d);
   asio::awaitable<bool> proxy(Exchange& x, engine::RequestCtx& ctx, const engine::Decision& d);
+  asio::awaitable<bool> proxy_h2(Exchange& x, engine::RequestCtx& ctx, const engine::Decision& d);
+  class AsDownstream;
   asio::awaitable<bool> write_simple(Exchange& x, int status, hsp::http::HeaderMap h,
                                      std::string_view body, bool keep_alive);
   asio::awaitable<void> write_error_and_close(int status, std::string_view detail = {});
@@ -274,8 +277,9 @@ asio::awaitable<void> Session<Stream>::run() {
   if (h2_) {
     co_await run_h2();
     co_await send_close_notify();
-    tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
-    tcp().socket().close(ec);
+    // The client may still be sending (a flood we stopped reading): without the linger its
+    // unread bytes make the kernel answer RST, which can destroy our GOAWAY in flight.
+    co_await lingering_close();
     co_return;
   }
   for (;;) {
@@ -293,10 +297,11 @@ asio::awaitable<void> Session<Stream>::run() {
       buf_.commit(n);
     }
     if constexpr (!kTls) {
-      if (first && co_await h2c_preface()) {
+      bool h2c = false;
+      if (first) h2c = co_await h2c_preface();  // not in an && operand: see h2_upstream.cc
+      if (h2c) {
         co_await run_h2();
-        tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
-        tcp().socket().close(ec);
+        co_await lingering_close();
         co_return;
       }
     }
@@ -906,6 +911,9 @@ asio::awaitable<std::pair<bool, bool>> Session<Stream>::relay_response_body(
 template <class Stream>
 asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ctx,
                                              const engine::Decision& d) {
+  if (config::upstream_proto(d.proxy->cfg().transport) == config::UpstreamProto::h2c) {
+    co_return co_await proxy_h2(x, ctx, d);
+  }
   const engine::ProxyHandler& handler = *d.proxy;
   const config::ReverseProxy& rp = handler.cfg();
   const config::HttpTransport& tr = rp.transport;
@@ -1072,7 +1080,8 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
     ctx.response_status = status;
     pick.check_response(up, status, attempt_start);
     const bool switching = status == 101;
-    hsp::http::HeaderMap h = downstream_response_fields(d, handler, ctx, *up, res, upgrade);
+    hsp::http::HeaderMap h =
+        downstream_response_fields(d, handler, ctx, *up, status, fields_of(res), upgrade);
 
     const bool body_expected = !is_head && status_has_body(status) && !switching;
     bool chunked_down = false;
@@ -1179,6 +1188,159 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
   h.add("Server", kServerName);
   co_return co_await write_simple(x, fail_status(fail), std::move(h), {},
                                   p.keep_alive() && fail != Fail::too_large);
+}
+
+// An HTTP/1.1 client as the client side of an exchange with an HTTP/2 upstream. The response
+// is chunked when the upstream gave no length (HTTP/1.0 clients: close-delimited), and the
+// upstream's trailers go into the last chunk. Known gap: unlike the HTTP/1.1 upstream path, no
+// read watches the client while the upstream is silent, so a client that leaves is only
+// noticed at the next write (or read of its body).
+template <class Stream>
+class Session<Stream>::AsDownstream final : public Downstream {
+ public:
+  AsDownstream(Session& s, Exchange& x, bool keep_alive)
+      : Downstream(request_wake_, response_wake_),
+        request_wake_(s.stream_.get_executor()),
+        response_wake_(s.stream_.get_executor()),
+        s_(s),
+        x_(x),
+        keep_alive_(keep_alive) {}
+
+  bool keep_alive() const { return keep_alive_ && !gone_ && !cut_; }
+  bool gone() const override { return gone_; }
+
+  asio::awaitable<Read> read_body(std::string& out) override {
+    ReqParser& p = *x_.parser;
+    error_code ec;
+    if (x_.expect_continue && !continued_) {
+      continued_ = true;
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      s_.tcp().expires_after(s_.idle_timeout_);
+      co_await asio::async_write(s_.stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                                 redirect_error(use_awaitable, ec));
+      if (ec) co_return fail();
+    }
+    while (!p.is_done()) {
+      out.resize(kBodyChunk);
+      p.get().body().data = out.data();
+      p.get().body().size = out.size();
+      s_.tcp().expires_after(s_.idle_timeout_);
+      co_await http::async_read_some(s_.stream_, s_.buf_, p, redirect_error(use_awaitable, ec));
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) co_return fail();
+      out.resize(kBodyChunk - p.get().body().size);
+      if (!out.empty()) {
+        x_.bytes_read += out.size();
+        co_return Read::data;
+      }
+    }
+    out.clear();
+    x_.body_consumed = true;
+    co_return Read::end;
+  }
+
+  asio::awaitable<bool> write_head(int status, hsp::http::HeaderMap h, bool end_stream) override {
+    const hsp::http::Request& r = x_.req;
+    const bool body_expected = r.method != "HEAD" && status_has_body(status);
+    if (body_expected && !h.has("Content-Length")) {
+      if (end_stream) {
+        h.set("Content-Length", "0");
+      } else if (r.version >= 11) {
+        chunked_ = true;
+        h.add("Transfer-Encoding", "chunked");
+      } else {
+        keep_alive_ = false;  // close-delimited for HTTP/1.0 clients
+      }
+    }
+    if (!x_.body_consumed) keep_alive_ = false;  // decided before the upload ends: close
+    if (s_.w_.shared.draining.load(std::memory_order_acquire)) keep_alive_ = false;
+    if (!keep_alive_ && r.version >= 11) {
+      h.set("Connection", "close");
+    } else if (keep_alive_ && r.version == 10) {
+      h.set("Connection", "keep-alive");
+    }
+    std::string head = response_head(r.version, status, h);
+    x_.status = status;
+    x_.resp_headers = std::move(h);
+    co_return co_await write(head);
+  }
+
+  asio::awaitable<bool> write_body(std::string_view data) override {
+    if (data.empty()) co_return true;
+    std::string piece;
+    if (chunked_) {
+      char size_line[32];
+      int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
+      piece.reserve(data.size() + 40);
+      piece.append(size_line, static_cast<size_t>(n));
+      piece.append(data);
+      piece += "\r\n";
+    } else {
+      piece.assign(data);
+    }
+    if (!co_await write(piece)) co_return false;
+    x_.sent += data.size();
+    co_return true;
+  }
+
+  asio::awaitable<bool> finish(std::optional<hsp::http::HeaderMap> trailers) override {
+    if (!chunked_) co_return true;
+    std::string last = "0\r\n";
+    if (trailers) append_fields(last, *trailers);
+    last += "\r\n";
+    co_return co_await write(last);
+  }
+
+  void abort() override { cut_ = true; }  // the connection closes: the client sees the cut
+
+  asio::awaitable<void> write_error(int status) override {
+    hsp::http::HeaderMap h;
+    h.add("Server", kServerName);
+    bool keep = co_await s_.write_simple(x_, status, std::move(h), {}, keep_alive_);
+    keep_alive_ = keep;
+  }
+
+ private:
+  Read fail() {
+    gone_ = true;
+    response_wake_.signal();
+    return Read::failed;
+  }
+  asio::awaitable<bool> write(std::string_view bytes) {
+    error_code ec;
+    s_.tcp().expires_after(s_.idle_timeout_);
+    co_await asio::async_write(s_.stream_, asio::buffer(bytes.data(), bytes.size()),
+                               redirect_error(use_awaitable, ec));
+    if (ec) {
+      gone_ = true;
+      request_wake_.signal();
+      co_return false;
+    }
+    co_return true;
+  }
+
+  Wakeup request_wake_;
+  Wakeup response_wake_;
+  Session& s_;
+  Exchange& x_;
+  bool keep_alive_;
+  bool gone_ = false;
+  bool cut_ = false;
+  bool chunked_ = false;
+  bool continued_ = false;
+};
+
+template <class Stream>
+asio::awaitable<bool> Session<Stream>::proxy_h2(Exchange& x, engine::RequestCtx& ctx,
+                                                const engine::Decision& d) {
+  ReqParser& p = *x.parser;
+  AsDownstream down(*this, x, p.keep_alive() && !d.close);
+  ProxyOutcome o =
+      co_await proxy_to_h2(w_, down, x.req, !p.is_done(), ctx, d, x.start, idle_timeout_, id_);
+  x.upstream = std::move(o.upstream);
+  x.end_reason = o.end_reason;
+  if (o.client_gone) x.status = 499;
+  co_return down.keep_alive() && x.end_reason == "ok" && x.body_consumed;
 }
 
 }  // namespace

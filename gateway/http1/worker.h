@@ -112,7 +112,8 @@ struct ListenerKey {
   bool operator==(const ListenerKey&) const = default;
 };
 
-struct TlsContext;  // http1/tls_context.h
+struct TlsContext;      // http1/tls_context.h
+struct H2UpstreamPool;  // http1/h2_upstream.cc
 
 struct Worker {
   Worker(size_t idx, const engine::SnapshotStore& store, Shared& sh)
@@ -121,6 +122,7 @@ struct Worker {
   // destroys unfinished coroutine frames, whose sessions still unregister from `conns`).
   ~Worker() {
     pool.clear();
+    h2_upstreams.reset();
     ioc.reset();
   }
 
@@ -130,6 +132,7 @@ struct Worker {
   Shared& shared;
   std::unordered_set<ConnSlot*> conns;
   UpstreamPool pool;
+  std::shared_ptr<H2UpstreamPool> h2_upstreams;  // HTTP/2 upstream connections, made on demand
   std::unique_ptr<asio::io_context> ioc = std::make_unique<asio::io_context>(1);
 };
 

@@ -299,9 +299,16 @@ class Gateway:
     """
 
     def __init__(self, config, ports, global_options=(), binary=None, kind=None, threads=None,
-                 name="gw", files=None):
+                 name="gw", files=None, caddy_auto_https_off=True, admin="off"):
         self.binary = binary or gateway_binary()
         self.kind = kind or gateway_kind(self.binary)
+        # Caddy 2.6 manages no certificate at all under `auto_https off` (not even for
+        # `tls internal`) and sends no HTTP->HTTPS redirect: tests of those pass False, and then
+        # must set http_port/https_port themselves.
+        self.caddy_auto_https_off = caddy_auto_https_off
+        # `admin` global option; Caddy ignores SIGHUP, so tests that reload Caddy give it an
+        # admin endpoint (e.g. a unix socket in self.tmp) and use reload_caddy().
+        self.admin = admin
         self.ports = list(ports)
         self.global_options = list(global_options)
         # --threads: 2 by default (both cores, and per-thread pools/listeners exercised);
@@ -318,8 +325,8 @@ class Gateway:
         self.write_config(config)
 
     def full_config(self, config):
-        opts = ["admin off", "skip_install_trust"]
-        if self.kind == "caddy":
+        opts = ["admin %s" % self.admin, "skip_install_trust"]
+        if self.kind == "caddy" and self.caddy_auto_https_off:
             opts.append("auto_https off")
         opts += self.global_options
         return "{\n" + "".join("\t%s\n" % o for o in opts) + "}\n\n" + config
@@ -358,10 +365,23 @@ class Gateway:
     def pid(self):
         return self.proc.pid
 
+    def local_ca_root(self):
+        """The local CA's root certificate under the data directory env() sets (XDG_DATA_HOME)."""
+        app = "caddy" if self.kind == "caddy" else "hsp-gateway"
+        return os.path.join(self.tmp, "home", "data", app, "pki", "authorities", "local",
+                            "root.crt")
+
     def reload(self, config=None, raw=False):
         if config is not None:
             self.write_config(config, raw=raw)
         self.proc.send_signal(signal.SIGHUP)
+
+    def reload_caddy(self, config, timeout=30):
+        """Caddy only: `caddy reload` through the admin endpoint named in the config (the
+        `admin` argument); returns once Caddy has applied it. (rc, stdout, stderr)."""
+        self.write_config(config)
+        return run_cmd([self.binary, "reload", "--config", self.config_path, "--adapter",
+                        "caddyfile"], timeout=timeout, env=self.env())
 
     def stop(self, sig=signal.SIGTERM, timeout=10.0):
         rc = self.proc.stop(sig, timeout) if self.proc else None

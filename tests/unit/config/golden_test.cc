@@ -1,6 +1,8 @@
 // Golden tests: tests/golden/adapt/<name>.caddyfile -> <name>.json (the `adapt` output), and
 // tests/golden/compile-errors/<name>.caddyfile -> <name>.errors (one error per line).
 // HSP_UPDATE_GOLDEN=1 rewrites the expected files from the current output; review the diff.
+// The adapt goldens run in tests/golden/adapt, so that files they name (CA certificates the
+// compiler checks) are given relative to it (testdata/).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -43,7 +45,20 @@ std::vector<fs::path> inputs(const std::string& dir) {
   return out;
 }
 
+// Switches the working directory for the scope of a test.
+class ScopedCwd {
+ public:
+  explicit ScopedCwd(const fs::path& dir) : old_(fs::current_path()) { fs::current_path(dir); }
+  ~ScopedCwd() { fs::current_path(old_); }
+  ScopedCwd(const ScopedCwd&) = delete;
+  ScopedCwd& operator=(const ScopedCwd&) = delete;
+
+ private:
+  fs::path old_;
+};
+
 TEST(GoldenAdapt, EveryCaseMatches) {
+  ScopedCwd cwd(fs::path(HSP_GOLDEN_DIR) / "adapt");
   auto files = inputs("adapt");
   EXPECT_GE(files.size(), 25u) << "the adapt goldens must cover every directive";
   for (const auto& in : files) {
