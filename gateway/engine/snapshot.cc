@@ -337,13 +337,6 @@ void SnapshotImpl::compile_handler(const config::Handler& h, const config::Route
     for (const auto& r : sr->routes) c.routes.push_back(compile_route(r, errors));
     out.handlers.emplace_back(std::move(c));
   } else if (const auto* rp = std::get_if<config::ReverseProxy>(&h)) {
-    // The data plane speaks HTTP/1.1 and h2c to upstreams, not TLS yet: refuse rather than
-    // send cleartext to an upstream that was written as https://.
-    if (rp->transport.tls) {
-      errors.push_back(Error{rp->loc,
-                             "reverse_proxy: TLS to upstreams (https://, transport tls*) is not "
-                             "supported yet by hsp-gateway"});
-    }
     ProxyH c;
     c.proxy = ProxyHandlerImpl::compile(*rp, cfg_.global, *registry_, errors);
     proxies_.push_back(c.proxy.get());

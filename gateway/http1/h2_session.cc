@@ -77,7 +77,7 @@ struct H2Stream {
   bool body_done = false;
   bool gone = false;  // reset by the peer, or the connection ended: stop, answer nothing
   uint64_t bytes_read = 0;
-  beast::tcp_stream* upstream = nullptr;  // cancelled when the stream goes away
+  UpstreamStream* upstream = nullptr;  // cancelled when the stream goes away
   // Two waiters, one each: the request body pump (body bytes, its end, and an HTTP/2
   // upstream's send window) and the response side (room to send, an HTTP/2 upstream's events).
   Wakeup in_wake;
@@ -150,10 +150,11 @@ class H2Session final : public h2::Handler {
                                 const engine::Decision& d);
   asio::awaitable<void> proxy(std::shared_ptr<H2Stream> sp, H2Exchange& x, engine::RequestCtx& ctx,
                               const engine::Decision& d);
-  asio::awaitable<void> proxy_h2(std::shared_ptr<H2Stream> sp, H2Exchange& x,
+  // False when the upstream chose HTTP/1.1 over TLS and nothing happened yet.
+  asio::awaitable<bool> proxy_h2(std::shared_ptr<H2Stream> sp, H2Exchange& x,
                                  engine::RequestCtx& ctx, const engine::Decision& d);
   class AsDownstream;
-  asio::awaitable<void> pump_body(std::shared_ptr<H2Stream> st, beast::tcp_stream& up, bool chunked,
+  asio::awaitable<void> pump_body(std::shared_ptr<H2Stream> st, UpstreamStream& up, bool chunked,
                                   int64_t max_body, Clock::duration write_to,
                                   std::shared_ptr<int> result);
   // Submits a response head; false when the stream is gone.
@@ -511,9 +512,9 @@ asio::awaitable<void> H2Session<Stream>::respond(H2Stream& st, H2Exchange& x,
 // Request body: client -> upstream, while the response is awaited. `result`: 0 running,
 // 1 done, -1 client gone, -2 upstream write failed, -3 too large.
 template <class Stream>
-asio::awaitable<void> H2Session<Stream>::pump_body(std::shared_ptr<H2Stream> sp,
-                                                   beast::tcp_stream& up, bool chunked,
-                                                   int64_t max_body, Clock::duration write_to,
+asio::awaitable<void> H2Session<Stream>::pump_body(std::shared_ptr<H2Stream> sp, UpstreamStream& up,
+                                                   bool chunked, int64_t max_body,
+                                                   Clock::duration write_to,
                                                    std::shared_ptr<int> result) {
   H2Stream& st = *sp;
   std::string piece;
@@ -569,9 +570,9 @@ asio::awaitable<void> H2Session<Stream>::pump_body(std::shared_ptr<H2Stream> sp,
 template <class Stream>
 asio::awaitable<void> H2Session<Stream>::proxy(std::shared_ptr<H2Stream> sp, H2Exchange& x,
                                                engine::RequestCtx& ctx, const engine::Decision& d) {
-  if (config::upstream_proto(d.proxy->cfg().transport) == config::UpstreamProto::h2c) {
-    co_await proxy_h2(std::move(sp), x, ctx, d);
-    co_return;
+  if (wants_h2(d.proxy->cfg().transport)) {
+    bool done = co_await proxy_h2(sp, x, ctx, d);
+    if (done) co_return;  // else the upstream chose HTTP/1.1 (ALPN): go on below
   }
   H2Stream& st = *sp;
   const engine::ProxyHandler& handler = *d.proxy;
@@ -590,7 +591,7 @@ asio::awaitable<void> H2Session<Stream>::proxy(std::shared_ptr<H2Stream> sp, H2E
   engine::set_forwarded_headers(r, trusted, base);
   // An HTTP/1.1 upstream needs a Host; :authority is optional in HTTP/2 (RFC 9113 §8.3.1).
 
-  UpstreamPicker pick(w_, handler, ctx, times, x.start, info_.conn_id);
+  UpstreamPicker pick(w_, handler, ctx, times, x.start, info_.conn_id, x.snap->generation());
   error_code ec;
   for (;;) {
     std::optional<UpstreamConn> conn = co_await pick.next();
@@ -601,7 +602,7 @@ asio::awaitable<void> H2Session<Stream>::proxy(std::shared_ptr<H2Stream> sp, H2E
     }
     if (!conn) break;
     engine::UpstreamHost* up = conn->up;
-    beast::tcp_stream& us = *conn->stream;
+    UpstreamStream& us = *conn->stream;
     const std::string head =
         upstream_request_head(r, handler, ctx, base, *up, chunked_up, no_upgrade);
     const Clock::time_point attempt_start = Clock::now();
@@ -846,17 +847,19 @@ class H2Session<Stream>::AsDownstream final : public Downstream {
 };
 
 template <class Stream>
-asio::awaitable<void> H2Session<Stream>::proxy_h2(std::shared_ptr<H2Stream> sp, H2Exchange& x,
+asio::awaitable<bool> H2Session<Stream>::proxy_h2(std::shared_ptr<H2Stream> sp, H2Exchange& x,
                                                   engine::RequestCtx& ctx,
                                                   const engine::Decision& d) {
   H2Stream& st = *sp;
   AsDownstream down(*this, st, x);
   const bool has_body = !st.body_done || !st.body.empty();
   ProxyOutcome o = co_await proxy_to_h2(w_, down, st.req, has_body, ctx, d, x.start, idle_timeout_,
-                                        info_.conn_id);
+                                        info_.conn_id, x.snap->generation());
+  if (o.use_h1) co_return false;
   x.upstream = std::move(o.upstream);
   x.end_reason = o.end_reason;
   if (o.client_gone) x.status = 499;
+  co_return true;
 }
 
 }  // namespace

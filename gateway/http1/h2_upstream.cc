@@ -9,6 +9,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "h2/client.h"
@@ -30,15 +31,14 @@ constexpr auto kIdleClose = std::chrono::minutes(2);
 class H2UpstreamConn final : public h2::ClientHandler,
                              public std::enable_shared_from_this<H2UpstreamConn> {
  public:
-  H2UpstreamConn(Worker& w, std::string dial, uint64_t id)
+  H2UpstreamConn(Worker& w, std::string dial, uint64_t id, std::unique_ptr<UpstreamStream> sock)
       : w_(w),
         dial_(std::move(dial)),
         id_(id),
-        sock_(*w.ioc),
+        sock_(std::move(sock)),
         codec_(h2::ClientSettings{}, *this, id),
         writer_wake_(w.ioc->get_executor()) {}
 
-  beast::tcp_stream& socket() { return sock_; }
   const std::string& dial() const { return dial_; }
   bool usable() const { return !dead_ && codec_.can_submit(); }
   bool idle() const { return calls_.empty(); }
@@ -167,7 +167,7 @@ class H2UpstreamConn final : public h2::ClientHandler,
       notify(*st);
     }
     error_code ignored;
-    sock_.socket().cancel(ignored);
+    sock_->socket().cancel(ignored);
     wake_writer();
   }
 
@@ -176,9 +176,9 @@ class H2UpstreamConn final : public h2::ClientHandler,
     std::array<char, kReadBuffer> buf;
     error_code ec;
     while (!dead_) {
-      sock_.expires_never();
+      sock_->expires_never();
       size_t n =
-          co_await sock_.async_read_some(asio::buffer(buf), redirect_error(use_awaitable, ec));
+          co_await sock_->async_read_some(asio::buffer(buf), redirect_error(use_awaitable, ec));
       if (ec) break;
       auto r = codec_.recv(std::string_view(buf.data(), n));
       wake_writer();
@@ -209,8 +209,8 @@ class H2UpstreamConn final : public h2::ClientHandler,
       if (!pending.empty()) {
         out.assign(pending);
         codec_.consume_output(pending.size());
-        sock_.expires_after(std::chrono::seconds(30));
-        co_await asio::async_write(sock_, asio::buffer(out), redirect_error(use_awaitable, ec));
+        sock_->expires_after(std::chrono::seconds(30));
+        co_await asio::async_write(*sock_, asio::buffer(out), redirect_error(use_awaitable, ec));
         if (ec) break;
         continue;
       }
@@ -228,19 +228,19 @@ class H2UpstreamConn final : public h2::ClientHandler,
       if (!pending.empty()) {
         out.assign(pending);
         codec_.consume_output(pending.size());
-        sock_.expires_after(std::chrono::seconds(2));
-        co_await asio::async_write(sock_, asio::buffer(out), redirect_error(use_awaitable, ec));
+        sock_->expires_after(std::chrono::seconds(2));
+        co_await asio::async_write(*sock_, asio::buffer(out), redirect_error(use_awaitable, ec));
       }
     }
     fail_all();
-    sock_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    sock_.socket().close(ec);
+    sock_->socket().shutdown(tcp::socket::shutdown_both, ec);
+    sock_->socket().close(ec);
   }
 
   Worker& w_;
   std::string dial_;
   uint64_t id_;
-  beast::tcp_stream sock_;
+  std::unique_ptr<UpstreamStream> sock_;
   h2::ClientConnection codec_;
   Wakeup writer_wake_;
   std::unordered_map<int32_t, std::shared_ptr<H2CallState>> calls_;
@@ -250,7 +250,10 @@ class H2UpstreamConn final : public h2::ClientHandler,
 
 // The worker's HTTP/2 upstream connections, by dial address.
 struct H2UpstreamPool {
+  // By upstream_pool_key(): the dial address, plus generation and name for TLS.
   std::unordered_map<std::string, std::vector<std::shared_ptr<H2UpstreamConn>>> conns;
+  // Pool keys whose upstream chose HTTP/1.1 over TLS: requests go straight to that path.
+  std::unordered_set<std::string> h1_only;
   uint64_t next_id = 1;
 };
 
@@ -288,34 +291,85 @@ void H2Call::cancel() {
   st_->closed = true;
 }
 
-asio::awaitable<Result<H2Call>> h2_upstream_call(Worker& w, const engine::UpstreamHost& up,
-                                                 Clock::duration dial_timeout,
+bool wants_h2(const config::HttpTransport& t) {
+  return config::upstream_proto(t) != config::UpstreamProto::h1;
+}
+
+asio::awaitable<Result<H2Call>> h2_upstream_call(Worker& w, const H2Target& target,
                                                  const http::Request& head, bool end_stream,
                                                  Wakeup& notify, Wakeup& send_notify,
-                                                 error_code& dial_error) {
+                                                 H2OpenError& why, error_code& dial_error) {
+  const engine::UpstreamHost& up = target.up;
+  const config::HttpTransport& tr = target.transport;
   if (!w.h2_upstreams) w.h2_upstreams = std::make_shared<H2UpstreamPool>();
-  auto& list = w.h2_upstreams->conns[up.dial()];
+  const std::string key = upstream_pool_key(tr, up, target.generation);
+  if (w.h2_upstreams->h1_only.count(key)) {
+    why = H2OpenError::speaks_h1;
+    co_return Error{{}, "upstream speaks HTTP/1.1"};
+  }
+  auto& list = w.h2_upstreams->conns[key];
   std::erase_if(list, [](const auto& c) { return !c->usable() && c->idle(); });
   for (auto& c : list) {
     if (!c->usable()) continue;
     auto st = c->open(head, end_stream, notify, send_notify);
     if (st) co_return H2Call(c, std::move(*st));
   }
-  auto conn = std::make_shared<H2UpstreamConn>(w, up.dial(), w.h2_upstreams->next_id++);
-  dial_error = co_await dial(up, dial_timeout, conn->socket());
-  if (dial_error) co_return Error{{}, "dial " + up.dial() + ": " + dial_error.message()};
+  auto sock = std::make_unique<UpstreamStream>(w.ioc->get_executor());
+  dial_error = co_await dial(up, target.dial_timeout, sock->tcp());
+  if (dial_error) {
+    why = H2OpenError::dial;
+    co_return Error{{}, "dial " + up.dial() + ": " + dial_error.message()};
+  }
+  if (tr.tls) {
+    // Go's transport offers h2 and http/1.1 unless versions excludes 1.1.
+    bool with_h1 = tr.versions.empty() ||
+                   std::find(tr.versions.begin(), tr.versions.end(), "1.1") != tr.versions.end();
+    static const std::vector<std::string> kBoth = {"h2", "http/1.1"};
+    static const std::vector<std::string> kH2 = {"h2"};
+    std::string alpn;
+    bool ok =
+        co_await upstream_tls_handshake(w, *sock, up, tr, with_h1 ? kBoth : kH2, target.generation,
+                                        target.dial_timeout, target.conn_id, alpn);
+    if (!ok) {
+      why = H2OpenError::tls;
+      co_return Error{{}, "TLS handshake with " + up.dial() + " failed"};
+    }
+    if (alpn != "h2") {
+      if (!with_h1) {
+        log::warn("upstream_no_h2")
+            .kv("conn_id", target.conn_id)
+            .kv("upstream", up.dial())
+            .kv("alpn", alpn);
+        why = H2OpenError::no_h2;
+        co_return Error{{}, "upstream " + up.dial() + " does not offer h2"};
+      }
+      // Remembered for this generation; the connection serves the HTTP/1.1 path's next take.
+      w.h2_upstreams->h1_only.insert(key);
+      w.pool.put(key, std::move(sock), HostConnToken(),
+                 static_cast<size_t>(std::max(0, tr.keepalive_idle_conns_per_host)),
+                 static_cast<size_t>(std::max(0, tr.keepalive_idle_conns)));
+      why = H2OpenError::speaks_h1;
+      co_return Error{{}, "upstream speaks HTTP/1.1"};
+    }
+  }
+  auto conn =
+      std::make_shared<H2UpstreamConn>(w, up.dial(), w.h2_upstreams->next_id++, std::move(sock));
   conn->start();
   // The pool may have changed while we dialled (the list reference too).
-  w.h2_upstreams->conns[up.dial()].push_back(conn);
+  w.h2_upstreams->conns[key].push_back(conn);
   auto st = conn->open(head, end_stream, notify, send_notify);
-  if (!st) co_return st.errors();
+  if (!st) {
+    why = H2OpenError::refused;
+    co_return st.errors();
+  }
   co_return H2Call(conn, std::move(*st));
 }
 
 asio::awaitable<ProxyOutcome> proxy_to_h2(Worker& w, Downstream& down, http::Request& r,
                                           bool has_body, engine::RequestCtx& ctx,
                                           const engine::Decision& d, Clock::time_point start,
-                                          Clock::duration idle_timeout, uint64_t conn_id) {
+                                          Clock::duration idle_timeout, uint64_t conn_id,
+                                          uint64_t generation) {
   ProxyOutcome out;
   const engine::ProxyHandler& handler = *d.proxy;
   const config::ReverseProxy& rp = handler.cfg();
@@ -326,7 +380,7 @@ asio::awaitable<ProxyOutcome> proxy_to_h2(Worker& w, Downstream& down, http::Req
   engine::set_forwarded_headers(r, trusted, base);
   const bool body_expected_method = r.method != "HEAD";
 
-  UpstreamPicker pick(w, handler, ctx, times, start, conn_id);
+  UpstreamPicker pick(w, handler, ctx, times, start, conn_id, generation);
   int refusals = 0;
   for (;;) {
     engine::UpstreamHost* up = co_await pick.choose();
@@ -339,7 +393,7 @@ asio::awaitable<ProxyOutcome> proxy_to_h2(Worker& w, Downstream& down, http::Req
 
     http::Request head;
     head.method = r.method;
-    head.scheme = "http";
+    head.scheme = rp.transport.tls ? "https" : "http";
     head.path = r.path;
     head.query = r.query;
     http::HeaderMap fields = base;
@@ -352,14 +406,22 @@ asio::awaitable<ProxyOutcome> proxy_to_h2(Worker& w, Downstream& down, http::Req
     head.headers = std::move(fields);
 
     error_code dial_ec;
-    auto call = co_await h2_upstream_call(w, *up, times.dial, head, !has_body, down.response_wake,
-                                          down.request_wake, dial_ec);
+    H2OpenError why = H2OpenError::none;
+    const H2Target target{*up, rp.transport, generation, times.dial, conn_id};
+    auto call = co_await h2_upstream_call(w, target, head, !has_body, down.response_wake,
+                                          down.request_wake, why, dial_ec);
     if (!call) {
-      if (dial_ec) {
-        log::debug("upstream_dial_failed")
-            .kv("conn_id", conn_id)
-            .kv("upstream", up->dial())
-            .kv("error", dial_ec.message());
+      if (why == H2OpenError::speaks_h1) {
+        out.use_h1 = true;
+        co_return out;
+      }
+      if (why == H2OpenError::dial || why == H2OpenError::tls) {
+        if (why == H2OpenError::dial) {
+          log::debug("upstream_dial_failed")
+              .kv("conn_id", conn_id)
+              .kv("upstream", up->dial())
+              .kv("error", dial_ec.message());
+        }
         Fail f = is_timeout(dial_ec) ? Fail::dial_timeout : Fail::dial_refused;
         if (co_await pick.dial_failed(up, f)) continue;
       } else {

@@ -64,14 +64,32 @@ class H2Call {
   std::shared_ptr<H2CallState> st_;
 };
 
-// Opens a request stream on one of the worker's HTTP/2 connections to `up`, dialling a new one
-// (within `dial_timeout`) when none can take it. An error value is a dial failure (the error
-// code) or a connection that refused the stream at once.
-asio::awaitable<Result<H2Call>> h2_upstream_call(Worker& w, const engine::UpstreamHost& up,
-                                                 Clock::duration dial_timeout,
+// Where a request goes: the upstream, its transport (h2c, or TLS with ALPN) and the snapshot
+// generation (TLS contexts and pools are per generation).
+struct H2Target {
+  const engine::UpstreamHost& up;
+  const config::HttpTransport& transport;
+  uint64_t generation = 0;
+  Clock::duration dial_timeout{};
+  uint64_t conn_id = 0;
+};
+
+// Why h2_upstream_call() gave no call.
+enum class H2OpenError {
+  none,
+  dial,       // TCP connect failed or timed out (dial_error says which)
+  tls,        // the TLS handshake failed (logged with the reason)
+  speaks_h1,  // TLS chose HTTP/1.1: the connection went to the HTTP/1.1 pool; use that path
+  no_h2,      // TLS without "h2" where only HTTP/2 is allowed (versions 2)
+  refused,    // the connection could not take a new stream
+};
+
+// Opens a request stream on one of the worker's HTTP/2 connections to the target, dialling a
+// new one (TCP, then TLS with ALPN when the transport has TLS) when none can take it.
+asio::awaitable<Result<H2Call>> h2_upstream_call(Worker& w, const H2Target& target,
                                                  const http::Request& head, bool end_stream,
                                                  Wakeup& notify, Wakeup& send_notify,
-                                                 error_code& dial_error);
+                                                 H2OpenError& why, error_code& dial_error);
 
 // Drops the worker's HTTP/2 upstream connections (worker shutdown).
 void clear_h2_upstreams(Worker& w);
@@ -112,6 +130,9 @@ struct ProxyOutcome {
   uint64_t sent = 0;
   uint64_t bytes_read = 0;
   bool client_gone = false;  // status 499 for the log: nothing was answered
+  // The upstream chose HTTP/1.1 over TLS (ALPN): nothing was sent or answered; the caller
+  // proxies the request over HTTP/1.1 instead.
+  bool use_h1 = false;
 };
 
 // Proxies one request (`r`, already routed: `ctx`, `d`) to an HTTP/2 upstream: one upstream
@@ -122,6 +143,10 @@ struct ProxyOutcome {
 asio::awaitable<ProxyOutcome> proxy_to_h2(Worker& w, Downstream& down, http::Request& r,
                                           bool has_body, engine::RequestCtx& ctx,
                                           const engine::Decision& d, Clock::time_point start,
-                                          Clock::duration idle_timeout, uint64_t conn_id);
+                                          Clock::duration idle_timeout, uint64_t conn_id,
+                                          uint64_t generation);
+
+// Whether a request through `t` is for the HTTP/2 path first (h2c, or TLS offering h2).
+bool wants_h2(const config::HttpTransport& t);
 
 }  // namespace hsp::http1

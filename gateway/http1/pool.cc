@@ -11,7 +11,7 @@ namespace {
 
 // Did the peer close (FIN, RST) or send unsolicited bytes since the connection went idle? Either
 // way it cannot carry a new request.
-bool peer_gone(beast::tcp_stream& s) {
+bool peer_gone(UpstreamStream& s) {
   char b;
   ssize_t n = ::recv(s.socket().native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n >= 0) return true;
@@ -29,9 +29,8 @@ std::shared_ptr<HostSlots> host_slots(const std::string& dial) {
   return s;
 }
 
-std::unique_ptr<beast::tcp_stream> UpstreamPool::take(const std::string& dial,
-                                                      Clock::duration max_idle,
-                                                      HostConnToken& token) {
+std::unique_ptr<UpstreamStream> UpstreamPool::take(const std::string& dial,
+                                                   Clock::duration max_idle, HostConnToken& token) {
   auto it = idle_.find(dial);
   if (it == idle_.end()) return nullptr;
   auto& v = it->second;
@@ -47,7 +46,7 @@ std::unique_ptr<beast::tcp_stream> UpstreamPool::take(const std::string& dial,
   return nullptr;
 }
 
-void UpstreamPool::put(const std::string& dial, std::unique_ptr<beast::tcp_stream> stream,
+void UpstreamPool::put(const std::string& dial, std::unique_ptr<UpstreamStream> stream,
                        HostConnToken token, size_t max_idle_per_host, size_t max_idle_total) {
   if (max_idle_total > 0 && total_ >= max_idle_total) return;  // closes it
   auto& v = idle_[dial];

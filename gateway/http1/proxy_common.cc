@@ -2,6 +2,8 @@
 
 #include "http1/proxy_common.h"
 
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 #include <algorithm>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -156,14 +158,81 @@ ProxyTimes::ProxyTimes(const config::ReverseProxy& rp, Clock::duration idle_time
 
 UpstreamPicker::UpstreamPicker(Worker& w, const engine::ProxyHandler& handler,
                                engine::RequestCtx& ctx, const ProxyTimes& times,
-                               Clock::time_point start, uint64_t conn_id)
+                               Clock::time_point start, uint64_t conn_id, uint64_t generation)
     : w_(w),
       handler_(handler),
       ctx_(ctx),
       times_(times),
       try_deadline_(start + times.try_duration),
       conn_id_(conn_id),
+      generation_(generation),
       sleeper_(*w.ioc) {}
+
+std::string upstream_pool_key(const config::HttpTransport& t, const engine::UpstreamHost& up,
+                              uint64_t generation) {
+  if (!t.tls) return up.dial();
+  // TLS connections were verified under one snapshot's trust settings and name: only requests
+  // with the same ones may reuse them.
+  std::string key = "tls|" + std::to_string(generation) + "|" +
+                    (t.tls_insecure_skip_verify ? "insecure|" : "verify|") + t.tls_server_name;
+  for (const auto& f : t.tls_trusted_ca_certs) key += "|" + f;
+  return key + "|" + up.dial();
+}
+
+std::string UpstreamPicker::pool_key(const engine::UpstreamHost& up) const {
+  return upstream_pool_key(handler_.cfg().transport, up, generation_);
+}
+
+Result<const UpstreamTlsConfig*> upstream_tls(Worker& w, const config::HttpTransport& t,
+                                              const std::vector<std::string>& alpn,
+                                              uint64_t generation) {
+  std::string key = std::to_string(generation) + "|" + (t.tls_insecure_skip_verify ? "1" : "0");
+  for (const auto& p : alpn) key += "|" + p;
+  key += "|";
+  for (const auto& f : t.tls_trusted_ca_certs) key += f + "\n";
+  auto it = w.upstream_tls.find(key);
+  if (it != w.upstream_tls.end()) return &it->second;
+  // Contexts of old generations are dropped in bulk (connections keep theirs alive).
+  if (w.upstream_tls.size() >= 32) w.upstream_tls.clear();
+  auto made = make_upstream_tls(t, alpn);
+  if (!made) return made.errors();
+  UpstreamTlsConfig cfg = std::move(*made);
+  cfg.server_name = t.tls_server_name;
+  return &w.upstream_tls.emplace(std::move(key), std::move(cfg)).first->second;
+}
+
+asio::awaitable<bool> upstream_tls_handshake(Worker& w, UpstreamStream& s,
+                                             const engine::UpstreamHost& up,
+                                             const config::HttpTransport& t,
+                                             const std::vector<std::string>& offer,
+                                             uint64_t generation, Clock::duration dial_timeout,
+                                             uint64_t conn_id, std::string& alpn) {
+  auto cfg = upstream_tls(w, t, offer, generation);
+  if (!cfg) {
+    log::error("upstream_tls_config_failed")
+        .kv("conn_id", conn_id)
+        .kv("upstream", up.dial())
+        .kv("error", cfg.errors().front().message);
+    co_return false;
+  }
+  error_code ec =
+      co_await s.handshake(**cfg, up.host(), or_default(t.tls_timeout, dial_timeout), alpn);
+  if (ec) {
+    // Which check failed (certificate chain, name), for the operator.
+    std::string why = ec.message();
+    if (SSL* ssl = s.tls_native_handle()) {
+      long v = SSL_get_verify_result(ssl);
+      if (v != X509_V_OK) why = X509_verify_cert_error_string(v);
+    }
+    log::warn("upstream_tls_failed")
+        .kv("conn_id", conn_id)
+        .kv("upstream", up.dial())
+        .kv("server_name", t.tls_server_name.empty() ? up.host() : t.tls_server_name)
+        .kv("error", why);
+    co_return false;
+  }
+  co_return true;
+}
 
 bool UpstreamPicker::may_retry(Fail f) const {
   if (times_.try_duration.count() <= 0) return false;
@@ -198,7 +267,7 @@ bool UpstreamPicker::retry_stale(bool idempotent, bool has_body) {
 void UpstreamPicker::recycle(UpstreamConn&& c) {
   const auto& tr = handler_.cfg().transport;
   if (!tr.keepalive || !c.stream) return;
-  w_.pool.put(c.up->dial(), std::move(c.stream), std::move(c.token),
+  w_.pool.put(pool_key(*c.up), std::move(c.stream), std::move(c.token),
               static_cast<size_t>(std::max(0, tr.keepalive_idle_conns_per_host)),
               static_cast<size_t>(std::max(0, tr.keepalive_idle_conns)));
 }
@@ -244,7 +313,7 @@ asio::awaitable<std::optional<UpstreamConn>> UpstreamPicker::next() {
     UpstreamConn c;
     c.up = up;
     if (tr.keepalive && !fresh_only_) {
-      c.stream = w_.pool.take(up->dial(), tr.keepalive_idle, c.token);
+      c.stream = w_.pool.take(pool_key(*up), tr.keepalive_idle, c.token);
       c.reused = c.stream != nullptr;
     }
     fresh_only_ = false;
@@ -263,7 +332,7 @@ asio::awaitable<std::optional<UpstreamConn>> UpstreamPicker::next() {
           got = true;
           break;
         }
-        if (tr.keepalive && (c.stream = w_.pool.take(up->dial(), tr.keepalive_idle, c.token))) {
+        if (tr.keepalive && (c.stream = w_.pool.take(pool_key(*up), tr.keepalive_idle, c.token))) {
           c.reused = got = true;
           break;
         }
@@ -281,8 +350,8 @@ asio::awaitable<std::optional<UpstreamConn>> UpstreamPicker::next() {
       }
     }
     if (!c.stream) {
-      c.stream = std::make_unique<beast::tcp_stream>(*w_.ioc);
-      ec = co_await dial(*up, times_.dial, *c.stream);
+      c.stream = std::make_unique<UpstreamStream>(w_.ioc->get_executor());
+      ec = co_await dial(*up, times_.dial, c.stream->tcp());
       if (ec) {
         log::debug("upstream_dial_failed")
             .kv("conn_id", conn_id_)
@@ -292,6 +361,17 @@ asio::awaitable<std::optional<UpstreamConn>> UpstreamPicker::next() {
           continue;
         }
         co_return std::nullopt;
+      }
+      if (tr.tls) {
+        // HTTP/1.1 only here: HTTP/2 over TLS goes through h2_upstream.cc.
+        static const std::vector<std::string> kH1 = {"http/1.1"};
+        std::string alpn;
+        bool ok = co_await upstream_tls_handshake(w_, *c.stream, *up, tr, kH1, generation_,
+                                                  times_.dial, conn_id_, alpn);
+        if (!ok) {
+          if (co_await dial_failed(up, Fail::dial_refused)) continue;
+          co_return std::nullopt;
+        }
       }
     }
     co_return c;

@@ -97,7 +97,7 @@ struct ProxyTimes {
 // An upstream connection ready for a request: pooled (reused) or freshly dialled.
 struct UpstreamConn {
   engine::UpstreamHost* up = nullptr;
-  std::unique_ptr<beast::tcp_stream> stream;
+  std::unique_ptr<UpstreamStream> stream;
   HostConnToken token;
   bool reused = false;
 };
@@ -110,8 +110,11 @@ struct UpstreamConn {
 // received is never retried.
 class UpstreamPicker {
  public:
+  // `generation`: the snapshot's, which keys TLS contexts and pooled TLS connections (a reload
+  // may change what is trusted).
   UpstreamPicker(Worker& w, const engine::ProxyHandler& handler, engine::RequestCtx& ctx,
-                 const ProxyTimes& times, Clock::time_point start, uint64_t conn_id);
+                 const ProxyTimes& times, Clock::time_point start, uint64_t conn_id,
+                 uint64_t generation);
 
   // The next connection to send the request on; nullopt when none is left (fail() says why).
   asio::awaitable<std::optional<UpstreamConn>> next();
@@ -137,6 +140,7 @@ class UpstreamPicker {
 
  private:
   bool may_retry(Fail f) const;
+  std::string pool_key(const engine::UpstreamHost& up) const;
 
   Worker& w_;
   const engine::ProxyHandler& handler_;
@@ -144,6 +148,7 @@ class UpstreamPicker {
   const ProxyTimes& times_;
   Clock::time_point try_deadline_;
   uint64_t conn_id_;
+  uint64_t generation_;
   std::vector<const engine::UpstreamHost*> tried_;
   Fail fail_ = Fail::none;
   bool fresh_only_ = false;
@@ -151,6 +156,26 @@ class UpstreamPicker {
   std::string last_dial_;
   asio::steady_timer sleeper_;
 };
+
+// The key of pooled connections to `up`: the dial address, and for TLS also the snapshot
+// generation and server name they were verified under.
+std::string upstream_pool_key(const config::HttpTransport& t, const engine::UpstreamHost& up,
+                              uint64_t generation);
+
+// The worker's TLS client context for a transport with TLS on, offering `alpn`; made on first
+// use per snapshot generation. An error names the CA file or OpenSSL's reason.
+Result<const UpstreamTlsConfig*> upstream_tls(Worker& w, const config::HttpTransport& t,
+                                              const std::vector<std::string>& alpn,
+                                              uint64_t generation);
+
+// Completes a TLS connection to `up` over the connected `s` (handshake within tls_timeout, else
+// the dial timeout); logs and returns the failure. `alpn` receives the negotiated protocol.
+asio::awaitable<bool> upstream_tls_handshake(Worker& w, UpstreamStream& s,
+                                             const engine::UpstreamHost& up,
+                                             const config::HttpTransport& t,
+                                             const std::vector<std::string>& offer,
+                                             uint64_t generation, Clock::duration dial_timeout,
+                                             uint64_t conn_id, std::string& alpn);
 
 // The request head for an HTTP/1.1 upstream: method, target, Host (the client's authority
 // unless header_up set one), the fields in `base` after header_up, chunked framing when the

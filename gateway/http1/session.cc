@@ -184,19 +184,21 @@ class Session {
   asio::awaitable<bool> handle_request();
   asio::awaitable<bool> respond(Exchange& x, engine::RequestCtx& ctx, const engine::Decision& d);
   asio::awaitable<bool> proxy(Exchange& x, engine::RequestCtx& ctx, const engine::Decision& d);
-  asio::awaitable<bool> proxy_h2(Exchange& x, engine::RequestCtx& ctx, const engine::Decision& d);
+  // Keep-alive, or nullopt when the upstream chose HTTP/1.1 over TLS and nothing happened yet.
+  asio::awaitable<std::optional<bool>> proxy_h2(Exchange& x, engine::RequestCtx& ctx,
+                                                const engine::Decision& d);
   class AsDownstream;
   asio::awaitable<bool> write_simple(Exchange& x, int status, hsp::http::HeaderMap h,
                                      std::string_view body, bool keep_alive);
   asio::awaitable<void> write_error_and_close(int status, std::string_view detail = {});
   asio::awaitable<bool> drain_body(Exchange& x);
   asio::awaitable<void> lingering_close();
-  asio::awaitable<void> pump_body(Exchange& x, beast::tcp_stream& up, bool chunked,
-                                  int64_t max_body, Clock::duration write_to,
-                                  Clock::duration header_to, std::shared_ptr<PumpState> st);
-  asio::awaitable<void> tunnel(beast::tcp_stream& up, beast::flat_buffer& ubuf);
-  asio::awaitable<void> watch_client(std::shared_ptr<WatchState> ws, beast::tcp_stream* up);
-  asio::awaitable<std::pair<bool, bool>> relay_response_body(Exchange& x, beast::tcp_stream& up,
+  asio::awaitable<void> pump_body(Exchange& x, UpstreamStream& up, bool chunked, int64_t max_body,
+                                  Clock::duration write_to, Clock::duration header_to,
+                                  std::shared_ptr<PumpState> st);
+  asio::awaitable<void> tunnel(UpstreamStream& up, beast::flat_buffer& ubuf);
+  asio::awaitable<void> watch_client(std::shared_ptr<WatchState> ws, UpstreamStream* up);
+  asio::awaitable<std::pair<bool, bool>> relay_response_body(Exchange& x, UpstreamStream& up,
                                                              beast::flat_buffer& ubuf,
                                                              ResParser& rpar, bool chunked,
                                                              Clock::duration read_to,
@@ -725,7 +727,7 @@ asio::awaitable<bool> Session<Stream>::respond(Exchange& x, engine::RequestCtx& 
 // Request body: client -> upstream, concurrently with reading the response, so an upstream
 // that answers (or echoes) before the upload ends never deadlocks against us.
 template <class Stream>
-asio::awaitable<void> Session<Stream>::pump_body(Exchange& x, beast::tcp_stream& up, bool chunked,
+asio::awaitable<void> Session<Stream>::pump_body(Exchange& x, UpstreamStream& up, bool chunked,
                                                  int64_t max_body, Clock::duration write_to,
                                                  Clock::duration header_to,
                                                  std::shared_ptr<PumpState> st) {
@@ -802,7 +804,7 @@ asio::awaitable<void> Session<Stream>::pump_body(Exchange& x, beast::tcp_stream&
 
 template <class Stream>
 asio::awaitable<void> Session<Stream>::watch_client(std::shared_ptr<WatchState> ws,
-                                                    beast::tcp_stream* up) {
+                                                    UpstreamStream* up) {
   error_code ec;
   size_t n =
       co_await stream_.async_read_some(buf_.prepare(kReadChunk), redirect_error(use_awaitable, ec));
@@ -816,8 +818,20 @@ asio::awaitable<void> Session<Stream>::watch_client(std::shared_ptr<WatchState> 
   up->socket().cancel(ignored);
 }
 
+// Whether a tunnel direction may end with a TCP half-close towards `s` (cleartext only: a TLS
+// peer cannot be half-closed without a close_notify, which would end its side too).
+inline bool half_closable(beast::tcp_stream&) {
+  return true;
+}
+inline bool half_closable(TlsStream&) {
+  return false;
+}
+inline bool half_closable(UpstreamStream& s) {
+  return !s.is_tls();
+}
+
 template <class Stream>
-asio::awaitable<void> Session<Stream>::tunnel(beast::tcp_stream& up, beast::flat_buffer& ubuf) {
+asio::awaitable<void> Session<Stream>::tunnel(UpstreamStream& up, beast::flat_buffer& ubuf) {
   using namespace asio::experimental::awaitable_operators;
   tcp().expires_never();
   up.expires_never();
@@ -851,7 +865,7 @@ asio::awaitable<void> Session<Stream>::tunnel(beast::tcp_stream& up, beast::flat
     // The half-close travels on to a TCP peer. A TLS client cannot be half-closed without a
     // close_notify, which would end its side too: there the tunnel ends as a whole, as Go's
     // reverse proxy ends every tunnel when either direction stops.
-    if (eof && std::is_same_v<std::decay_t<decltype(to)>, beast::tcp_stream>) {
+    if (eof && half_closable(to)) {
       beast::get_lowest_layer(to).socket().shutdown(tcp::socket::shutdown_send, ignored);
     } else {
       beast::get_lowest_layer(from).socket().cancel(ignored);  // a reset ends both directions
@@ -866,7 +880,7 @@ asio::awaitable<void> Session<Stream>::tunnel(beast::tcp_stream& up, beast::flat
 // (no coalescing, whatever flush_interval says). Returns {upstream ok, client ok}.
 template <class Stream>
 asio::awaitable<std::pair<bool, bool>> Session<Stream>::relay_response_body(
-    Exchange& x, beast::tcp_stream& up, beast::flat_buffer& ubuf, ResParser& rpar, bool chunked,
+    Exchange& x, UpstreamStream& up, beast::flat_buffer& ubuf, ResParser& rpar, bool chunked,
     Clock::duration read_to, const std::string* head) {
   // `head`: the response head, not yet written; it goes out with the first piece.
   std::string_view pending = head ? std::string_view(*head) : std::string_view();
@@ -911,8 +925,9 @@ asio::awaitable<std::pair<bool, bool>> Session<Stream>::relay_response_body(
 template <class Stream>
 asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ctx,
                                              const engine::Decision& d) {
-  if (config::upstream_proto(d.proxy->cfg().transport) == config::UpstreamProto::h2c) {
-    co_return co_await proxy_h2(x, ctx, d);
+  if (wants_h2(d.proxy->cfg().transport)) {
+    std::optional<bool> keep = co_await proxy_h2(x, ctx, d);
+    if (keep) co_return *keep;  // else the upstream chose HTTP/1.1 (ALPN): go on below
   }
   const engine::ProxyHandler& handler = *d.proxy;
   const config::ReverseProxy& rp = handler.cfg();
@@ -934,7 +949,7 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
   hsp::http::strip_request_hop_by_hop(base);
   engine::set_forwarded_headers(r, trusted, base);
 
-  UpstreamPicker pick(w_, handler, ctx, times, x.start, id_);
+  UpstreamPicker pick(w_, handler, ctx, times, x.start, id_, x.snap->generation());
   error_code ec;
 
   for (;;) {
@@ -942,7 +957,7 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
     x.upstream = pick.last_dial();
     if (!conn) break;
     engine::UpstreamHost* up = conn->up;
-    std::unique_ptr<beast::tcp_stream>& us = conn->stream;
+    std::unique_ptr<UpstreamStream>& us = conn->stream;
     const bool reused = conn->reused;
     const std::string head = upstream_request_head(r, handler, ctx, base, *up, chunked_up, upgrade);
 
@@ -974,7 +989,7 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
                        st->wake.cancel();
                      });
     } else if (header_to.count() > 0) {
-      beast::tcp_stream* usp = us.get();
+      UpstreamStream* usp = us.get();
       st->header_timer.expires_after(header_to);
       st->header_timer.async_wait([st, usp](error_code e) {
         if (e || !st->active || st->head_received) return;
@@ -1331,16 +1346,17 @@ class Session<Stream>::AsDownstream final : public Downstream {
 };
 
 template <class Stream>
-asio::awaitable<bool> Session<Stream>::proxy_h2(Exchange& x, engine::RequestCtx& ctx,
-                                                const engine::Decision& d) {
+asio::awaitable<std::optional<bool>> Session<Stream>::proxy_h2(Exchange& x, engine::RequestCtx& ctx,
+                                                               const engine::Decision& d) {
   ReqParser& p = *x.parser;
   AsDownstream down(*this, x, p.keep_alive() && !d.close);
-  ProxyOutcome o =
-      co_await proxy_to_h2(w_, down, x.req, !p.is_done(), ctx, d, x.start, idle_timeout_, id_);
+  ProxyOutcome o = co_await proxy_to_h2(w_, down, x.req, !p.is_done(), ctx, d, x.start,
+                                        idle_timeout_, id_, x.snap->generation());
+  if (o.use_h1) co_return std::nullopt;
   x.upstream = std::move(o.upstream);
   x.end_reason = o.end_reason;
   if (o.client_gone) x.status = 499;
-  co_return down.keep_alive() && x.end_reason == "ok" && x.body_consumed;
+  co_return std::optional<bool>(down.keep_alive() && x.end_reason == "ok" && x.body_consumed);
 }
 
 }  // namespace

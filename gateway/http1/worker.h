@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "http1/upstream_stream.h"
 
 namespace hsp::http1 {
 
@@ -69,11 +70,11 @@ class UpstreamPool {
  public:
   // An idle connection to `dial` that is still open and was idle for less than max_idle, or
   // nullptr. Connections the peer closed while idle are dropped here.
-  std::unique_ptr<beast::tcp_stream> take(const std::string& dial, Clock::duration max_idle,
-                                          HostConnToken& token);
+  std::unique_ptr<UpstreamStream> take(const std::string& dial, Clock::duration max_idle,
+                                       HostConnToken& token);
   // Keeps the connection unless this worker already holds max_idle_per_host idle connections to
   // dial or max_idle_total (0: no limit) in all.
-  void put(const std::string& dial, std::unique_ptr<beast::tcp_stream> stream, HostConnToken token,
+  void put(const std::string& dial, std::unique_ptr<UpstreamStream> stream, HostConnToken token,
            size_t max_idle_per_host, size_t max_idle_total);
   // Drops connections idle longer than max_idle (called from a periodic timer).
   void sweep(Clock::duration max_idle);
@@ -85,7 +86,7 @@ class UpstreamPool {
 
  private:
   struct Idle {
-    std::unique_ptr<beast::tcp_stream> stream;
+    std::unique_ptr<UpstreamStream> stream;
     Clock::time_point since;
     HostConnToken token;
   };
@@ -133,6 +134,9 @@ struct Worker {
   std::unordered_set<ConnSlot*> conns;
   UpstreamPool pool;
   std::shared_ptr<H2UpstreamPool> h2_upstreams;  // HTTP/2 upstream connections, made on demand
+  // TLS client contexts for upstreams, by transport options and snapshot generation
+  // (proxy_common.cc, upstream_tls()).
+  std::unordered_map<std::string, UpstreamTlsConfig> upstream_tls;
   std::unique_ptr<asio::io_context> ioc = std::make_unique<asio::io_context>(1);
 };
 
