@@ -1,7 +1,8 @@
 // One downstream HTTP/2 connection: the socket side of hsp::h2::ServerConnection (the codec,
 // gateway/h2/server.h) and one coroutine per request stream, which routes the request through
-// the snapshot current when its head arrived and answers it directly or through an HTTP/1.1
-// upstream (proxy_common.h picks the upstream and builds the heads, as for HTTP/1.1 clients).
+// the snapshot current when its head arrived and answers it directly or through an upstream:
+// HTTP/1.1 here (proxy_common.h picks the upstream and builds the heads, as for HTTP/1.1
+// clients), HTTP/2 through proxy_to_h2() (h2_upstream.h) with this stream as its Downstream.
 //
 // Coroutines of one connection, all on the worker's thread (so nothing here is locked):
 //   reader    socket -> codec.recv(); codec events fill the streams' state and wake them;
@@ -17,9 +18,9 @@
 // client's window allows (on_send_ready wakes the stream).
 //
 // A client that resets a stream (or goes away) cancels that stream's upstream exchange; the
-// other streams keep going. Known gaps: HTTP/1.1 upstream trailers are not forwarded (our
-// HTTP/1.1 path drops them too: a gRPC backend needs an h2c upstream); a 101 from an upstream
-// answers 502 (no extended CONNECT, so no WebSocket over HTTP/2 yet).
+// other streams keep going. Trailers go both ways (an HTTP/1.1 upstream gets the client's in
+// its chunked request body, and its own come back as HTTP/2 trailers). Known gap: a 101 from an
+// upstream answers 502 (no extended CONNECT, so no WebSocket over HTTP/2 yet).
 
 #include "http1/h2_session.h"
 
@@ -75,6 +76,7 @@ struct H2Stream {
   http::Request req;
   std::string body;  // received, not yet written upstream (bounded by the stream window)
   bool body_done = false;
+  std::optional<http::HeaderMap> trailers;  // the request's, when the client sent some
   bool gone = false;  // reset by the peer, or the connection ended: stop, answer nothing
   uint64_t bytes_read = 0;
   UpstreamStream* upstream = nullptr;  // cancelled when the stream goes away
@@ -134,7 +136,7 @@ class H2Session final : public h2::Handler {
   // h2::Handler: called from inside conn_.recv() / pending_output(); never blocks.
   void on_request(int32_t id, http::Request&& req, bool end_stream) override;
   void on_request_data(int32_t id, std::string_view data) override;
-  void on_request_trailers(int32_t, http::HeaderMap&&) override {}
+  void on_request_trailers(int32_t id, http::HeaderMap&& trailers) override;
   void on_request_end(int32_t id) override;
   void on_stream_reset(int32_t id, uint32_t) override;
   void on_stream_closed(int32_t id, uint32_t) override;
@@ -161,7 +163,7 @@ class H2Session final : public h2::Handler {
   bool submit_head(H2Stream& st, H2Exchange& x, int status, http::HeaderMap h, bool end_stream);
   // Queues body bytes as the client's window allows; false when the stream went away.
   asio::awaitable<bool> send_body(H2Stream& st, std::string_view data);
-  bool end_response(H2Stream& st);
+  bool end_response(H2Stream& st, std::optional<http::HeaderMap> trailers = {});
   void reset(H2Stream& st, uint32_t code);
   void finish(H2Exchange& x, const http::Request& r, uint64_t bytes_read);
   size_t server_index(const engine::Snapshot& s) const;
@@ -350,6 +352,13 @@ void H2Session<Stream>::on_request_data(int32_t id, std::string_view data) {
 }
 
 template <class Stream>
+void H2Session<Stream>::on_request_trailers(int32_t id, http::HeaderMap&& trailers) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  it->second->trailers = std::move(trailers);
+}
+
+template <class Stream>
 void H2Session<Stream>::on_request_end(int32_t id) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
@@ -409,9 +418,10 @@ asio::awaitable<bool> H2Session<Stream>::send_body(H2Stream& st, std::string_vie
 }
 
 template <class Stream>
-bool H2Session<Stream>::end_response(H2Stream& st) {
+bool H2Session<Stream>::end_response(H2Stream& st, std::optional<http::HeaderMap> trailers) {
   if (st.gone) return false;
-  auto r = conn_.end_stream(st.id);
+  if (trailers && trailers->empty()) trailers.reset();
+  auto r = conn_.end_stream(st.id, std::move(trailers));
   wake_writer();
   return r.ok();
 }
@@ -556,8 +566,11 @@ asio::awaitable<void> H2Session<Stream>::pump_body(std::shared_ptr<H2Stream> sp,
     co_await st.in_wake.wait();
   }
   if (chunked) {
+    // The client's trailers go up in the last chunk (with a length, HTTP/1.1 has no place
+    // for them: they are dropped, as Go does).
+    const std::string last = last_chunk(st.trailers ? &*st.trailers : nullptr);
     up.expires_after(write_to);
-    co_await asio::async_write(up, asio::buffer("0\r\n\r\n", 5), redirect_error(use_awaitable, ec));
+    co_await asio::async_write(up, asio::buffer(last), redirect_error(use_awaitable, ec));
     if (*result != 0) co_return;
     if (ec) {
       *result = -2;
@@ -703,6 +716,7 @@ asio::awaitable<void> H2Session<Stream>::proxy(std::shared_ptr<H2Stream> sp, H2E
     }
 
     auto& res = rpar->get();
+    const size_t res_head_fields = field_count(res);
     const int status = res.result_int();
     ctx.response_status = status;
     pick.check_response(up, status, attempt_start);
@@ -750,7 +764,7 @@ asio::awaitable<void> H2Session<Stream>::proxy(std::shared_ptr<H2Stream> sp, H2E
         x.sent += n;
       }
       if (up_ok && client_ok) {
-        end_response(st);
+        end_response(st, trailers_of(rpar->get(), res_head_fields));
       } else if (client_ok) {
         // The upstream cut the body: the client must not take it for complete.
         reset(st, 2);  // INTERNAL_ERROR, as Go's HTTP/2 server does for a failed handler
@@ -832,6 +846,7 @@ class H2Session<Stream>::AsDownstream final : public Downstream {
     co_return r.ok();
   }
   void abort() override { s_.reset(st_, 2); }  // INTERNAL_ERROR, as Go's server does
+  std::optional<http::HeaderMap> request_trailers() override { return st_.trailers; }
   asio::awaitable<void> write_error(int status) override {
     http::HeaderMap h;
     h.add("Server", kServerName);

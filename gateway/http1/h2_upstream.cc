@@ -473,7 +473,7 @@ asio::awaitable<ProxyOutcome> proxy_to_h2(Worker& w, Downstream& down, http::Req
         }
         down.body_forwarded(piece.size());
       }
-      c.finish();
+      c.finish(down.request_trailers());
       pump_result = 1;
     };
     if (has_body) {

@@ -111,6 +111,8 @@ class Downstream {
   virtual bool gone() const = 0;  // the client left (reset, closed)
   // The next request body piece into `out` (data), or the body's end, or a client failure.
   virtual asio::awaitable<Read> read_body(std::string& out) = 0;
+  // The request's trailers, once read_body() returned end.
+  virtual std::optional<http::HeaderMap> request_trailers() { return std::nullopt; }
   // `n` body bytes went upstream (HTTP/2 clients: re-open their window).
   virtual void body_forwarded(size_t /*n*/) {}
   virtual asio::awaitable<bool> write_head(int status, http::HeaderMap h, bool end_stream) = 0;

@@ -412,6 +412,33 @@ http::HeaderMap fields_of(const ResParser::value_type& res) {
   return uh;
 }
 
+size_t field_count(const boost::beast::http::fields& f) {
+  return static_cast<size_t>(std::distance(f.begin(), f.end()));
+}
+
+http::HeaderMap trailers_of(const boost::beast::http::fields& f, size_t head_fields) {
+  http::HeaderMap out;
+  size_t i = 0;
+  for (const auto& field : f) {
+    if (i++ < head_fields) continue;
+    out.add(field.name_string(), field.value());
+  }
+  if (out.empty()) return out;
+  http::remove_hop_by_hop(out);
+  for (const char* name :
+       {"Content-Length", "Host", "Trailer", "Content-Encoding", "Content-Type", "Content-Range"}) {
+    out.remove(name);
+  }
+  return out;
+}
+
+std::string last_chunk(const http::HeaderMap* trailers) {
+  std::string out = "0\r\n";
+  if (trailers) append_fields(out, *trailers);
+  out += "\r\n";
+  return out;
+}
+
 http::HeaderMap downstream_response_fields(const engine::Decision& d,
                                            const engine::ProxyHandler& handler,
                                            engine::RequestCtx& ctx, const engine::UpstreamHost& up,

@@ -196,4 +196,12 @@ http::HeaderMap downstream_response_fields(const engine::Decision& d,
 // The fields of a response head Beast parsed, in order.
 http::HeaderMap fields_of(const ResParser::value_type& res);
 
+// Trailers of a chunked message. Beast appends a chunked body's trailer fields to the message's
+// fields, after the `head_fields` the head had; count those with field_count() when the head is
+// parsed. Framing, routing and hop-by-hop fields are not forwarded (RFC 9110 §6.5.1).
+size_t field_count(const boost::beast::http::fields& f);
+http::HeaderMap trailers_of(const boost::beast::http::fields& f, size_t head_fields);
+// The end of a chunked body: the last chunk, the trailer section (if any) and the final CRLF.
+std::string last_chunk(const http::HeaderMap* trailers);
+
 }  // namespace hsp::http1

@@ -27,8 +27,10 @@
 // bodyless idempotent requests only (Go's transport does the same). A request the upstream may
 // have received is never retried; Caddy 2.6 would retry a GET there (a listed difference).
 //
-// Known gaps: trailers are dropped in both directions (the chunked framing ends with an empty
-// trailer section); `flush_interval` > 0 is treated like -1 (we always flush).
+// Trailers travel in chunked trailer sections both ways (Beast appends them to the message's
+// fields; trailers_of() takes those past the head's). A body with a length has no place for
+// them: they are dropped, as Go does. Known gap: `flush_interval` > 0 is treated like -1 (we
+// always flush).
 
 #include <openssl/err.h>
 
@@ -137,6 +139,7 @@ struct Exchange {
   bool expect_continue = false;
   bool body_consumed = false;  // the request body was read to its end (keep-alive possible)
   uint64_t bytes_read = 0;     // request body bytes read from the client
+  size_t head_fields = 0;      // fields of the request head (trailers are appended after)
 };
 
 // Stream is beast::tcp_stream (cleartext listeners) or TlsStream (HTTPS listeners); both are
@@ -200,8 +203,8 @@ class Session {
   asio::awaitable<void> watch_client(std::shared_ptr<WatchState> ws, UpstreamStream* up);
   asio::awaitable<std::pair<bool, bool>> relay_response_body(Exchange& x, UpstreamStream& up,
                                                              beast::flat_buffer& ubuf,
-                                                             ResParser& rpar, bool chunked,
-                                                             Clock::duration read_to,
+                                                             ResParser& rpar, size_t head_fields,
+                                                             bool chunked, Clock::duration read_to,
                                                              const std::string* head);
   size_t server_index(const engine::Snapshot& s);
   void finish(Exchange& x);
@@ -610,6 +613,7 @@ asio::awaitable<bool> Session<Stream>::handle_request() {
   x.start = Clock::now();
   x.ts = std::chrono::system_clock::now();
   x.body_consumed = p.is_done();
+  x.head_fields = field_count(m);
 
   if (r.method == "OPTIONS" && r.orig_uri == "*") {
     // Go's server answers `OPTIONS *` itself; no handler runs, nothing is logged.
@@ -781,8 +785,11 @@ asio::awaitable<void> Session<Stream>::pump_body(Exchange& x, UpstreamStream& up
     }
   }
   if (chunked) {
+    // The client's trailers (a chunked request) go up in the last chunk.
+    hsp::http::HeaderMap trailers = trailers_of(p.get(), x.head_fields);
+    const std::string last = last_chunk(trailers.empty() ? nullptr : &trailers);
     up.expires_after(write_to);
-    co_await asio::async_write(up, asio::buffer("0\r\n\r\n", 5), redirect_error(use_awaitable, ec));
+    co_await asio::async_write(up, asio::buffer(last), redirect_error(use_awaitable, ec));
     if (!st->active) co_return;
     if (ec) {
       st->upstream_error = true;
@@ -880,8 +887,8 @@ asio::awaitable<void> Session<Stream>::tunnel(UpstreamStream& up, beast::flat_bu
 // (no coalescing, whatever flush_interval says). Returns {upstream ok, client ok}.
 template <class Stream>
 asio::awaitable<std::pair<bool, bool>> Session<Stream>::relay_response_body(
-    Exchange& x, UpstreamStream& up, beast::flat_buffer& ubuf, ResParser& rpar, bool chunked,
-    Clock::duration read_to, const std::string* head) {
+    Exchange& x, UpstreamStream& up, beast::flat_buffer& ubuf, ResParser& rpar, size_t head_fields,
+    bool chunked, Clock::duration read_to, const std::string* head) {
   // `head`: the response head, not yet written; it goes out with the first piece.
   std::string_view pending = head ? std::string_view(*head) : std::string_view();
   char data[kBodyChunk];
@@ -913,8 +920,14 @@ asio::awaitable<std::pair<bool, bool>> Session<Stream>::relay_response_body(
     x.sent += n;
   }
   if (chunked || !pending.empty()) {
+    // The upstream's trailers (a chunked response) go down in the last chunk.
+    std::string last;
+    if (chunked) {
+      hsp::http::HeaderMap trailers = trailers_of(rpar.get(), head_fields);
+      last = last_chunk(trailers.empty() ? nullptr : &trailers);
+    }
     std::array<asio::const_buffer, 2> bufs = {asio::buffer(pending.data(), pending.size()),
-                                              asio::buffer("0\r\n\r\n", chunked ? 5 : 0)};
+                                              asio::buffer(last)};
     tcp().expires_after(idle_timeout_);
     co_await asio::async_write(stream_, bufs, redirect_error(use_awaitable, ec));
     if (ec) co_return std::pair{true, false};
@@ -1091,6 +1104,7 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
 
     // The response head goes downstream.
     auto& res = rpar->get();
+    const size_t res_head_fields = field_count(res);
     int status = res.result_int();
     ctx.response_status = status;
     pick.check_response(up, status, attempt_start);
@@ -1157,8 +1171,8 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
       start_watch();
     }
     if (body_expected) {
-      auto [u, c] = co_await relay_response_body(x, *us, ubuf, *rpar, chunked_down, read_to,
-                                                 coalesce ? &rhead : nullptr);
+      auto [u, c] = co_await relay_response_body(x, *us, ubuf, *rpar, res_head_fields, chunked_down,
+                                                 read_to, coalesce ? &rhead : nullptr);
       up_ok = u;
       client_ok = c;
     } else if (!rpar->is_done()) {
@@ -1307,6 +1321,11 @@ class Session<Stream>::AsDownstream final : public Downstream {
   }
 
   void abort() override { cut_ = true; }  // the connection closes: the client sees the cut
+  std::optional<hsp::http::HeaderMap> request_trailers() override {
+    hsp::http::HeaderMap t = trailers_of(x_.parser->get(), x_.head_fields);
+    if (t.empty()) return std::nullopt;
+    return t;
+  }
 
   asio::awaitable<void> write_error(int status) override {
     hsp::http::HeaderMap h;
