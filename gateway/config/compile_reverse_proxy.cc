@@ -320,12 +320,6 @@ std::optional<bool> Compiler::transport_tls_option(const Directive& sub, HttpTra
     ok = no_args(sub);
   } else if (n == "tls_server_name") {
     ok = one_arg(sub, t.tls_server_name);
-    // Caddy replaces request placeholders here per request; the data plane keys its TLS
-    // contexts and pools by a fixed name, so it refuses rather than send "{...}" as SNI.
-    if (ok && t.tls_server_name.find('{') != std::string::npos) {
-      error(sub.args[0], "tls_server_name: placeholders are not supported yet by hsp-gateway");
-      ok = false;
-    }
   } else if (n == "tls_insecure_skip_verify") {
     ok = no_args(sub);
     if (ok) t.tls_insecure_skip_verify = true;

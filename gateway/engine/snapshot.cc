@@ -337,6 +337,13 @@ void SnapshotImpl::compile_handler(const config::Handler& h, const config::Route
     for (const auto& r : sr->routes) c.routes.push_back(compile_route(r, errors));
     out.handlers.emplace_back(std::move(c));
   } else if (const auto* rp = std::get_if<config::ReverseProxy>(&h)) {
+    // Caddy replaces request placeholders in tls_server_name per request; the data plane keys
+    // its TLS contexts and pools by a fixed name, so it refuses rather than send "{...}" as SNI.
+    if (rp->transport.tls_server_name.find('{') != std::string::npos) {
+      errors.push_back(Error{rp->loc, "reverse_proxy: placeholders in tls_server_name ('" +
+                                          rp->transport.tls_server_name +
+                                          "') are not supported yet by hsp-gateway"});
+    }
     ProxyH c;
     c.proxy = ProxyHandlerImpl::compile(*rp, cfg_.global, *registry_, errors);
     proxies_.push_back(c.proxy.get());

@@ -258,5 +258,26 @@ http://localhost:8080 {
   EXPECT_EQ(body("/rw/a%20b?x=1"), "/target?x=1&p=%2Frw%2Fa+b");
 }
 
+// Caddy fills placeholders in tls_server_name per request; the data plane does not yet, and a
+// literal "{...}" must never go out as SNI: a load error at the reverse_proxy.
+TEST(Caddyfile, TlsServerNamePlaceholderIsALoadError) {
+  auto cfg = config::load_caddyfile_text(R"(
+http://localhost:8080 {
+	reverse_proxy https://127.0.0.1:9443 {
+		transport http {
+			tls_server_name {http.request.host}
+		}
+	}
+}
+)",
+                                         "Caddyfile");
+  ASSERT_TRUE(cfg.ok()) << cfg.errors()[0].str();
+  UpstreamRegistry reg;
+  auto built = Snapshot::build(cfg.value(), reg, 1);
+  ASSERT_FALSE(built.ok());
+  EXPECT_EQ(built.errors()[0].loc.line, 3);
+  EXPECT_NE(built.errors()[0].message.find("tls_server_name"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace hsp::engine
