@@ -52,6 +52,8 @@ std::string expand_shorthand(std::string_view key) {
       {"client_ip", "http.vars.client_ip"},
       {"upstream_hostport", "http.reverse_proxy.upstream.hostport"},
       {"tls_server_name", "http.request.tls.server_name"},
+      {"tls_cipher", "http.request.tls.cipher_suite"},
+      {"tls_version", "http.request.tls.version"},
   };
   auto it = kShort.find(key);
   if (it != kShort.end()) return std::string(it->second);
@@ -97,6 +99,11 @@ Template::Part classify(std::string_view written) {
       {"http.request.remote.host", Kind::req_remote_host},
       {"http.request.remote.port", Kind::req_remote_port},
       {"http.request.tls.server_name", Kind::req_tls_server_name},
+      {"http.request.tls.version", Kind::req_tls_version},
+      {"http.request.tls.cipher_suite", Kind::req_tls_cipher_suite},
+      {"http.request.tls.resumed", Kind::req_tls_resumed},
+      {"http.request.tls.proto", Kind::req_tls_proto},
+      {"http.request.tls.proto_mutual", Kind::req_tls_proto_mutual},
       {"http.request.client_ip", Kind::client_ip},
       {"http.vars.client_ip", Kind::client_ip},
       {"http.reverse_proxy.upstream.host", Kind::upstream_host},
@@ -554,6 +561,26 @@ bool eval_placeholder(const Template::Part& p, const RequestCtx& ctx, std::strin
     case Kind::req_tls_server_name:
       if (!r.tls) return false;
       out += r.tls_server_name;
+      return true;
+    case Kind::req_tls_version:  // Caddy's names (caddytls.ProtocolName)
+      if (!r.tls) return false;
+      out += r.tls_version == 0x0304 ? "tls1.3" : r.tls_version == 0x0303 ? "tls1.2" : "";
+      return true;
+    case Kind::req_tls_cipher_suite:
+      if (!r.tls) return false;
+      out += r.tls_cipher_name;
+      return true;
+    case Kind::req_tls_resumed:
+      if (!r.tls) return false;
+      out += r.tls_resumed ? "true" : "false";
+      return true;
+    case Kind::req_tls_proto:
+      if (!r.tls) return false;
+      out += r.tls_proto;
+      return true;
+    case Kind::req_tls_proto_mutual:
+      if (!r.tls) return false;
+      out += "true";
       return true;
     case Kind::client_ip:
       out += r.client_ip.empty() ? r.remote_ip : r.client_ip;

@@ -67,6 +67,12 @@ struct Request {
   uint16_t local_port = 0;
   bool tls = false;
   std::string tls_server_name;  // SNI
+  // The TLS connection, as Caddy's access log (`request.tls`) and {http.request.tls.*} show it.
+  uint16_t tls_version = 0;       // TLS 1.2 0x0303, TLS 1.3 0x0304
+  uint16_t tls_cipher_suite = 0;  // IANA id
+  std::string tls_cipher_name;    // IANA name (Go's), e.g. "TLS_AES_128_GCM_SHA256"
+  std::string tls_proto;          // ALPN protocol negotiated, "" when none
+  bool tls_resumed = false;
 
   std::string uri() const { return query.empty() ? path : path + "?" + query; }
   std::string_view proto() const;  // "HTTP/1.1", "HTTP/2.0", ...

@@ -89,6 +89,17 @@ std::string format_access_line(const AccessRecord& rec) {
   add_str(out, "uri", rec.uri);
   out += ",\"headers\":";
   add_headers(out, r.headers);
+  if (r.tls) {
+    // Caddy 2.6's request.tls object: numbers as Go's crypto/tls constants.
+    std::snprintf(num, sizeof num, ",\"tls\":{\"resumed\":%s,\"version\":%u,\"cipher_suite\":%u,",
+                  r.tls_resumed ? "true" : "false", static_cast<unsigned>(r.tls_version),
+                  static_cast<unsigned>(r.tls_cipher_suite));
+    out += num;
+    add_str(out, "proto", r.tls_proto);
+    out += ",\"proto_mutual\":true,";  // deprecated in Go, always true; Caddy 2.6 prints it
+    add_str(out, "server_name", r.tls_server_name);
+    out += '}';
+  }
   out += "},";
   std::snprintf(num, sizeof num, "\"bytes_read\":%llu,",
                 static_cast<unsigned long long>(rec.bytes_read));

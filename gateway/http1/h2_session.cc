@@ -128,6 +128,11 @@ class H2Session final : public h2::Handler {
     tmpl.local_port = info.local_port;
     tmpl.tls = info.tls;
     tmpl.tls_server_name = info.sni;
+    tmpl.tls_version = info.tls_version;
+    tmpl.tls_cipher_suite = info.tls_cipher_suite;
+    tmpl.tls_cipher_name = info.tls_cipher_name;
+    tmpl.tls_proto = info.tls ? "h2" : "";
+    tmpl.tls_resumed = info.tls_resumed;
     conn_.set_request_template(std::move(tmpl));
   }
 

@@ -25,6 +25,11 @@ struct H2ConnInfo {
   uint16_t remote_port = 0, local_port = 0;
   bool tls = false;
   std::string sni;
+  // The TLS connection (Request::tls_* fields).
+  uint16_t tls_version = 0;
+  uint16_t tls_cipher_suite = 0;
+  std::string tls_cipher_name;
+  bool tls_resumed = false;
 };
 
 // Serves HTTP/2 on `stream` until the connection ends (client gone, idle timeout, GOAWAY after

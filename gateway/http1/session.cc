@@ -231,7 +231,13 @@ class Session {
   uint64_t server_gen_ = 0;
   size_t server_index_ = SIZE_MAX;
   Clock::duration idle_timeout_ = std::chrono::minutes(5);
-  std::string sni_;      // HTTPS: the server name the client sent, if any
+  std::string sni_;  // HTTPS: the server name the client sent, if any
+  // HTTPS: the connection's TLS facts, copied into each request (Request::tls_*).
+  uint16_t tls_version_ = 0;
+  uint16_t tls_cipher_suite_ = 0;
+  std::string tls_cipher_name_;
+  std::string tls_proto_;
+  bool tls_resumed_ = false;
   bool tls_up_ = false;  // HTTPS: the handshake completed (close_notify is owed)
   bool linger_ = false;  // the client may still be sending: close with lingering_close()
   bool h2_ = false;      // ALPN chose h2, or a cleartext client sent the h2c preface
@@ -364,10 +370,17 @@ asio::awaitable<bool> Session<Stream>::tls_handshake() {
     }
     tls_up_ = true;
     if (const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) sni_ = name;
+    tls_version_ = static_cast<uint16_t>(SSL_version(ssl));
+    if (const SSL_CIPHER* c = SSL_get_current_cipher(ssl)) {
+      tls_cipher_suite_ = SSL_CIPHER_get_protocol_id(c);
+      if (const char* n = SSL_CIPHER_standard_name(c)) tls_cipher_name_ = n;
+    }
+    tls_resumed_ = SSL_session_reused(ssl) == 1;
     // The listener offers only what we speak (h2, http/1.1); no ALPN at all means HTTP/1.1.
     std::string_view alpn = tls::ServerContext::selected_alpn(ssl);
     if (!alpn.empty() && alpn != "http/1.1" && alpn != "h2") co_return false;
     h2_ = alpn == "h2";
+    tls_proto_ = std::string(alpn);
   }
   co_return true;
 }
@@ -406,6 +419,10 @@ asio::awaitable<void> Session<Stream>::run_h2() {
   info.local_port = local_port_;
   info.tls = kTls;
   info.sni = sni_;
+  info.tls_version = tls_version_;
+  info.tls_cipher_suite = tls_cipher_suite_;
+  info.tls_cipher_name = tls_cipher_name_;
+  info.tls_resumed = tls_resumed_;
   auto d = buf_.data();
   std::string received(static_cast<const char*>(d.data()), d.size());
   buf_.consume(buf_.size());
@@ -534,6 +551,11 @@ asio::awaitable<bool> Session<Stream>::handle_request() {
     r.scheme = "https";
     r.tls = true;
     r.tls_server_name = sni_;
+    r.tls_version = tls_version_;
+    r.tls_cipher_suite = tls_cipher_suite_;
+    r.tls_cipher_name = tls_cipher_name_;
+    r.tls_proto = tls_proto_;
+    r.tls_resumed = tls_resumed_;
   }
   std::string_view target = m.target();
   r.orig_uri = std::string(target);

@@ -196,6 +196,31 @@ class TlsTest(unittest.TestCase):
             self.assertEqual(r.status, 200)
             self.assertIsNone(r.header("Location"))
 
+    def test_tls_placeholders_and_access_log(self):
+        # Caddy 2.6's {http.request.tls.*} values and request.tls object in the access log.
+        http, https = self.ports()
+        config = ("a.localhost {\n\tbind 127.0.0.1\n\tlog {\n\t\toutput stdout\n\t}\n"
+                  "\trespond \"{tls_version} {tls_cipher} {http.request.tls.proto} "
+                  "{http.request.tls.resumed} {http.request.tls.proto_mutual}\"\n}\n")
+        with harness.Gateway(config, [http, https], self.options(http, https),
+                             name="tls-ph") as gw:
+            root = local_ca_root(gw)
+            r = tls_get(https, "a.localhost", ctx=client_context(root, alpn=["http/1.1"],
+                                                                 max_version=ssl.TLSVersion.TLSv1_2))
+            self.assertEqual(r.status, 200)
+            version, cipher, proto, resumed, mutual = r.body.decode().split(" ")
+            self.assertEqual((version, proto, resumed, mutual),
+                             ("tls1.2", "http/1.1", "false", "true"))
+            self.assertRegex(cipher, r"^TLS_ECDHE_(RSA|ECDSA)_WITH_[A-Z0-9_]+$")
+            r = tls_get(https, "a.localhost", ctx=client_context(root))
+            self.assertTrue(r.body.decode().startswith("tls1.3 TLS_AES_"), r.body)
+            logs = harness.wait_until(lambda: len(gw.access_logs()) >= 2 and gw.access_logs())
+            self.assertTrue(logs, gw.proc.output_tail())
+            t = logs[-1]["request"]["tls"]
+            self.assertEqual((t["version"], t["proto"], t["server_name"], t["resumed"],
+                              t["proto_mutual"]), (0x0304, "", "a.localhost", False, True))
+            self.assertIn(t["cipher_suite"], (0x1301, 0x1302, 0x1303))
+
     def test_sni_selects_among_three_certificates(self):
         http, https = self.ports()
         config = ""
