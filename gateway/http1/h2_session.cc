@@ -465,8 +465,8 @@ asio::awaitable<void> H2Session<Stream>::serve_stream(std::shared_ptr<H2Stream> 
   x.ts = std::chrono::system_clock::now();
   http::Request& r = st.req;
   x.orig_uri = r.orig_uri;
-  // The access log shows the request as received; rewrites work on a copy.
-  const http::Request received = r;
+  // As for HTTP/1.1, the access log shows the request after the handlers (the uri as received,
+  // x.orig_uri), which saves a copy of every request.
   x.snap->resolve_client_ip(r);
 
   size_t si = server_index(*x.snap);
@@ -498,7 +498,7 @@ asio::awaitable<void> H2Session<Stream>::serve_stream(std::shared_ptr<H2Stream> 
     co_await respond(st, x, ctx, d);
   }
   if (st.gone && x.end_reason == "ok") x.end_reason = "client_closed";
-  finish(x, received, st.bytes_read);
+  finish(x, r, st.bytes_read);
   // The request body nobody read: tell the client to stop sending it (RFC 9113 §8.1).
   if (!st.body_done) reset(st, 0);  // NO_ERROR
 }
