@@ -156,10 +156,11 @@ struct ClientCallbacks {
       return 0;
     }
     if (name == ":status") {
-      // nghttp2's messaging checks already refuse anything but three digits; re-checked so
-      // that an option change cannot turn a bad value into status 0.
-      if (value.size() != 3 || !std::all_of(value.begin(), value.end(),
-                                            [](char ch) { return ch >= '0' && ch <= '9'; })) {
+      // nghttp2's messaging checks refuse anything but three digits; a status below 100
+      // ("050") passes them, and would reach clients as a malformed status line.
+      if (value.size() != 3 || value[0] < '1' ||
+          !std::all_of(value.begin(), value.end(),
+                       [](char ch) { return ch >= '0' && ch <= '9'; })) {
         s->too_large = true;  // ignore the rest of the block: the stream is being reset
         s->local_reset = true;
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_PROTOCOL_ERROR);

@@ -241,7 +241,13 @@ struct Callbacks {
 
   static int on_frame_recv(nghttp2_session*, const nghttp2_frame* frame, void* ud) {
     ServerConnection& c = self(ud);
-    if (frame->hd.type == NGHTTP2_RST_STREAM) c.count_reset();
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+      c.count_reset();
+      // Over the budget: stop reading here. Debian's nghttp2 queues a GOAWAY but goes on
+      // opening the streams that follow in the same read, and a later error would then send a
+      // second GOAWAY with a higher last stream id (RFC 9113 §6.8 forbids that).
+      if (c.refuse_new_streams_) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     if ((frame->hd.type == NGHTTP2_SETTINGS || frame->hd.type == NGHTTP2_PING) &&
         (frame->hd.flags & NGHTTP2_FLAG_ACK) == 0 && !c.take_control_token()) {
       return NGHTTP2_ERR_CALLBACK_FAILURE;  // recv() answers with GOAWAY ENHANCE_YOUR_CALM
@@ -464,10 +470,10 @@ Result<size_t> ServerConnection::recv(std::string_view bytes) {
   if (rv < 0) {
     // Whatever nghttp2 queued itself, the peer learns why before we close (a GOAWAY queued
     // already wins: nghttp2 sends one only).
-    uint32_t code =
-        control_flood_ || rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
-            ? NGHTTP2_ENHANCE_YOUR_CALM
-            : NGHTTP2_PROTOCOL_ERROR;
+    uint32_t code = control_flood_ || refuse_new_streams_ || rv == NGHTTP2_ERR_FLOODED ||
+                            rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+                        ? NGHTTP2_ENHANCE_YOUR_CALM
+                        : NGHTTP2_PROTOCOL_ERROR;
     nghttp2_session_terminate_session(session_, code);
     log::info("h2_connection_error")
         .kv("conn_id", conn_id_)

@@ -724,6 +724,20 @@ TEST(H2Client, InterimResponsesAreReportedApart) {
   EXPECT_EQ(g.resps[id].events, (std::vector<std::string>{"1xx", "1xx", "head", "closed"}));
 }
 
+// Found by hsp_h2_client_fuzz: nghttp2 passes any three digits, and "050" must not become a
+// final response (an HTTP/1.1 client would get the status line "HTTP/1.1 50").
+TEST(H2Client, StatusBelow100IsAStreamError) {
+  Gateway g;
+  RawServer srv;
+  int32_t id = g.get("/odd");
+  srv.pump(g);
+  srv.headers(id, {{":status", "050"}}, true);
+  srv.pump(g);
+  EXPECT_EQ(g.resps[id].status, 0);
+  EXPECT_EQ(std::count(g.resps[id].events.begin(), g.resps[id].events.end(), "head"), 0);
+  EXPECT_EQ(g.resps[id].events.back(), "closed");
+}
+
 TEST(H2Client, RejectsConnect) {
   Gateway g;
   http::Request r;

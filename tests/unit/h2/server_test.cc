@@ -724,6 +724,36 @@ TEST_F(Fixture, H01RapidResetSpreadOverReadsIsBoundedByTheResetBudget) {
   EXPECT_FALSE(conn->want_read());
 }
 
+// Found by hsp_h2_server_fuzz: once the reset budget is spent, Debian's nghttp2 queues a GOAWAY
+// but goes on opening the streams later in the same read; a later error then sent a second
+// GOAWAY with a higher last stream id. The codec stops reading at the budget instead.
+TEST_F(Fixture, H01GoawayLastStreamIdNeverIncreases) {
+  start();
+  std::string b = preface();
+  uint32_t id = 1;
+  for (uint32_t i = 0; i < 300; ++i, id += 2) {
+    b += frame(kHeaders, kEndStream | kEndHeaders, id, request_block());
+    b += frame(kRst, 0, id, rst_payload(NGHTTP2_CANCEL));
+  }
+  b += frame(kHeaders, kEndStream | kEndHeaders, id, request_block());
+  b += frame(kHeaders, kEndStream | kEndHeaders, id + 2, std::string("\xff\xff\xff\xff", 4));
+  (void)conn->recv(b);
+  uint32_t last = UINT32_MAX;
+  int goaways = 0;
+  for (const Frame& f : parse(take_output(*conn))) {
+    if (f.type != kGoaway) continue;
+    ++goaways;
+    const auto* p = reinterpret_cast<const uint8_t*>(f.payload.data());
+    uint32_t l = ((uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3]) &
+                 0x7fffffff;
+    EXPECT_LE(l, last);
+    last = l;
+  }
+  EXPECT_GE(goaways, 1);
+  EXPECT_TRUE(rec.reqs.empty());
+  EXPECT_FALSE(conn->want_read());
+}
+
 TEST_F(Fixture, H02ContinuationFloodIsCutOff) {
   start();
   std::string value(1000, 'c');
