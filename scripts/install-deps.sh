@@ -19,9 +19,16 @@ test_pkgs=(
   # tests, run with /usr/bin/python3.
   python3-h2 python3-hyperframe python3-grpcio
 )
+# Peers of bench/h2_peers.sh (HSP_WITH_BENCH=1), with its load tool and the tools it measures
+# with. The script starts its own instances on 127.0.0.1; the packaged services (Debian's nginx
+# listens on *:80) must not start, so the install runs under a deny-all policy-rc.d (below).
+bench_pkgs=(
+  nginx haproxy nghttp2-client openssl curl procps iproute2 util-linux
+)
 
 missing=()
-for p in "${build_pkgs[@]}" ${HSP_WITH_TESTS:+"${test_pkgs[@]}"}; do
+for p in "${build_pkgs[@]}" ${HSP_WITH_TESTS:+"${test_pkgs[@]}"} \
+  ${HSP_WITH_BENCH:+"${bench_pkgs[@]}"}; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ "${#missing[@]}" -eq 0 ]; then
@@ -31,5 +38,11 @@ fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
+if [ -n "${HSP_WITH_BENCH:-}" ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+  # exit 101 = "action forbidden": invoke-rc.d then starts no service during this install.
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod 755 /usr/sbin/policy-rc.d
+  trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
