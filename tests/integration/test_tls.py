@@ -1,7 +1,8 @@
-"""HTTPS in the HTTP/1.1 data plane (issue 4): TLS listeners with certificates from the local CA
-and from files, SNI selection, ALPN (only http/1.1 is offered until HTTP/2 exists), protocol
-ranges, the HTTP->HTTPS redirect, a certificate swap on reload while a request is in flight,
-and a short bounded h2load --h1 run over TLS.
+"""HTTPS (issue 4), mostly over HTTP/1.1 (HTTP/2 has test_h2.py): TLS listeners with
+certificates from the local CA and from files, SNI selection, ALPN (h2 preferred, http/1.1, an
+unknown protocol refused), protocol ranges, the TLS placeholders and the access log's
+request.tls, the HTTP->HTTPS redirect, a certificate swap on reload while a request is in
+flight, and a short bounded h2load --h1 run over TLS.
 
 Real clients: curl, openssl s_client, h2load and Python's ssl module. Everything listens on
 127.0.0.1 (every site says `bind 127.0.0.1`) on ports chosen at run time; certificates are made
