@@ -96,7 +96,7 @@ std::string format_access_line(const AccessRecord& rec) {
                   static_cast<unsigned>(r.tls_cipher_suite));
     out += num;
     add_str(out, "proto", r.tls_proto);
-    out += ",\"proto_mutual\":true,";  // deprecated in Go, always true; Caddy 2.6 prints it
+    out += ',';
     add_str(out, "server_name", r.tls_server_name);
     out += '}';
   }

@@ -65,6 +65,14 @@ bool is_timeout(const error_code& ec) {
   return ec == beast::error::timeout;
 }
 
+namespace {
+bool is_ip_address(const std::string& s) {
+  error_code ec;
+  (void)asio::ip::make_address(s, ec);
+  return !ec;
+}
+}  // namespace
+
 std::string_view fail_reason(Fail f) {
   switch (f) {
     case Fail::none:
@@ -196,9 +204,7 @@ Result<const UpstreamTlsConfig*> upstream_tls(Worker& w, const config::HttpTrans
   if (w.upstream_tls.size() >= 32) w.upstream_tls.clear();
   auto made = make_upstream_tls(t, alpn);
   if (!made) return made.errors();
-  UpstreamTlsConfig cfg = std::move(*made);
-  cfg.server_name = t.tls_server_name;
-  return &w.upstream_tls.emplace(std::move(key), std::move(cfg)).first->second;
+  return &w.upstream_tls.emplace(std::move(key), std::move(*made)).first->second;
 }
 
 asio::awaitable<bool> upstream_tls_handshake(Worker& w, UpstreamStream& s,
@@ -215,8 +221,8 @@ asio::awaitable<bool> upstream_tls_handshake(Worker& w, UpstreamStream& s,
         .kv("error", cfg.errors().front().message);
     co_return false;
   }
-  error_code ec =
-      co_await s.handshake(**cfg, up.host(), or_default(t.tls_timeout, dial_timeout), alpn);
+  const std::string& name = t.tls_server_name.empty() ? up.host() : t.tls_server_name;
+  error_code ec = co_await s.handshake(**cfg, name, or_default(t.tls_timeout, dial_timeout), alpn);
   if (ec) {
     // Which check failed (certificate chain, name), for the operator.
     std::string why = ec.message();
@@ -227,7 +233,9 @@ asio::awaitable<bool> upstream_tls_handshake(Worker& w, UpstreamStream& s,
     log::warn("upstream_tls_failed")
         .kv("conn_id", conn_id)
         .kv("upstream", up.dial())
-        .kv("server_name", t.tls_server_name.empty() ? up.host() : t.tls_server_name)
+        .kv("server_name", name)
+        // No SNI goes to an IP address (RFC 6066 §3): a server that needs one refuses.
+        .kv("sni_sent", !is_ip_address(name))
         .kv("error", why);
     co_return false;
   }

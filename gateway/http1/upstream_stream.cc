@@ -37,7 +37,6 @@ Result<UpstreamTlsConfig> make_upstream_tls(const config::HttpTransport& t,
   // Go's crypto/tls client default (what Caddy's transport uses): TLS 1.2 and 1.3.
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
-  out.server_name = t.tls_server_name;
   out.verify = !t.tls_insecure_skip_verify;
   if (out.verify) {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
@@ -72,14 +71,13 @@ Result<UpstreamTlsConfig> make_upstream_tls(const config::HttpTransport& t,
 }
 
 asio::awaitable<error_code> UpstreamStream::handshake(const UpstreamTlsConfig& cfg,
-                                                      const std::string& host,
+                                                      const std::string& name,
                                                       std::chrono::steady_clock::duration timeout,
                                                       std::string& alpn) {
   ctx_ = cfg.ctx;
   tls_ = std::make_unique<UpstreamTlsStream>(std::move(*tcp_), *ctx_);
   tcp_.reset();
   SSL* ssl = tls_->native_handle();
-  const std::string& name = cfg.server_name.empty() ? host : cfg.server_name;
   error_code ec;
   (void)asio::ip::make_address(name, ec);  // only: is it an IP address?
   if (ec) {

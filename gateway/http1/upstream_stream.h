@@ -21,10 +21,11 @@ using UpstreamTlsStream = boost::beast::ssl_stream<boost::beast::tcp_stream>;
 
 // The client side of TLS to upstreams for one transport configuration: trust (system roots, or
 // tls_trusted_ca_certs, or nothing with tls_insecure_skip_verify), TLS 1.2 and 1.3, and the
-// ALPN protocols to offer. Made once per worker, transport and snapshot generation.
+// ALPN protocols to offer. Made once per worker, trust settings, ALPN and snapshot generation;
+// the name to send and check is per connection (handshake()), so routes that differ only in
+// tls_server_name share a context but never a name.
 struct UpstreamTlsConfig {
   std::shared_ptr<boost::asio::ssl::context> ctx;
-  std::string server_name;  // tls_server_name; empty: the dial host
   bool verify = true;
 };
 
@@ -48,11 +49,12 @@ class UpstreamStream {
   bool is_tls() const { return tls_ != nullptr; }
   SSL* tls_native_handle() { return tls_ ? tls_->native_handle() : nullptr; }
 
-  // TLS client handshake over the connected TCP stream, within `timeout`; `host` is the dial
-  // host (SNI and the name verified unless cfg.server_name is set). Returns the error, if any,
-  // and the negotiated ALPN protocol in `alpn`.
+  // TLS client handshake over the connected TCP stream, within `timeout`. `name` is sent as SNI
+  // (unless it is an IP address) and checked against the certificate (as an IP when it is
+  // one) unless cfg.verify is off. Returns the error, if any, and the negotiated ALPN protocol
+  // in `alpn`.
   boost::asio::awaitable<boost::system::error_code> handshake(
-      const UpstreamTlsConfig& cfg, const std::string& host,
+      const UpstreamTlsConfig& cfg, const std::string& name,
       std::chrono::steady_clock::duration timeout, std::string& alpn);
 
   template <class MutableBufferSequence, class Token>

@@ -136,6 +136,30 @@ class UpstreamTlsTest(unittest.TestCase):
             self.assertEqual(curl(listen, "a.localhost")[0], 200, gw.proc.output_tail())
 
 
+    def test_server_name_is_per_route_not_per_context(self):
+        # Found by a user trial: two routes to the same upstream with the same trust settings
+        # share a TLS context; each must still send and check its own name. One worker
+        # thread, so the route that dials first would have lent its name to the other.
+        listen = harness.free_port()
+        route = ("http://%s.localhost:%d {\n\tbind 127.0.0.1\n"
+                 "\treverse_proxy https://127.0.0.1:%d {\n\t\theader_up Host b.localhost\n"
+                 "\t\ttransport http {\n\t\t\ttls_trusted_ca_certs %s\n%s\t\t}\n\t}\n}\n")
+        config = (route % ("a", listen, self.h2_port, self.root,
+                           "\t\t\ttls_server_name b.localhost\n") +
+                  route % ("w", listen, self.h2_port, self.root,
+                           "\t\t\ttls_server_name wrong.localhost\n") +
+                  route % ("n", listen, self.h2_port, self.root, ""))
+        with harness.Gateway(config, [listen], name="tls-up-name", threads=1) as gw:
+            for _ in range(3):
+                self.assertEqual(curl(listen, "a.localhost")[0], 200, gw.proc.output_tail())
+                self.assertEqual(curl(listen, "w.localhost")[0], 502, gw.proc.output_tail())
+                # No name: the dial host, an IP, so no SNI (Caddy's upstream then refuses).
+                self.assertEqual(curl(listen, "n.localhost")[0], 502, gw.proc.output_tail())
+            line = gw.proc.wait_line(lambda l: "upstream_tls_failed" in l and
+                                     '"sni_sent":false' in l, timeout=5)
+            self.assertTrue(line, gw.proc.output_tail())
+
+
 @unittest.skipIf(harness.gateway_kind() == "caddy", "the upstream side of hsp-gateway")
 class Http1ToH2cTest(unittest.TestCase):
     def test_http1_client_to_grpc_upstream_gets_trailers_in_the_last_chunk(self):
