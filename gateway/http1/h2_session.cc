@@ -742,10 +742,11 @@ asio::awaitable<void> H2Session<Stream>::proxy(std::shared_ptr<H2Stream> sp, H2E
     bool up_ok = true;
     bool client_ok = true;
     if (has_more) {
-      char data[kBodyChunk];
+      BufferPool::Buffer data_buf = w_.buffers.get();  // not in the frame: see BufferPool
+      char* data = data_buf.get();
       while (!rpar->is_done()) {
         rpar->get().body().data = data;
-        rpar->get().body().size = sizeof data;
+        rpar->get().body().size = kBodyChunk;
         us.expires_after(times.read);
         co_await bhttp::async_read_some(us, ubuf, *rpar, redirect_error(use_awaitable, ec));
         if (ec == bhttp::error::need_buffer) ec = {};
@@ -759,7 +760,7 @@ asio::awaitable<void> H2Session<Stream>::proxy(std::shared_ptr<H2Stream> sp, H2E
           }
           break;
         }
-        size_t n = sizeof data - rpar->get().body().size;
+        size_t n = kBodyChunk - rpar->get().body().size;
         if (n == 0) continue;
         if (!co_await send_body(st, std::string_view(data, n))) {
           client_ok = false;

@@ -390,13 +390,21 @@ std::string upstream_request_head(const http::Request& r, const engine::ProxyHan
                                   engine::RequestCtx& ctx, const http::HeaderMap& base,
                                   const engine::UpstreamHost& up, bool chunked,
                                   const std::string& upgrade) {
-  http::HeaderMap out = base;
-  handler.apply_header_up(ctx, out);
+  // Without header_up the fields go out as they are: no copy per request.
+  http::HeaderMap edited;
+  const http::HeaderMap* out = &base;
   // Go sends the client's Host; with none (HTTP/1.0), the URL's host: the upstream address.
-  std::string host = r.authority.empty() ? up.dial() : r.authority;
-  if (const std::string* h = out.get("Host")) {
-    host = *h;
-    out.remove("Host");
+  std::string_view host = r.authority.empty() ? std::string_view(up.dial()) : r.authority;
+  std::string host_set;  // by header_up
+  if (!handler.cfg().header_up.ops.empty()) {
+    edited = base;
+    handler.apply_header_up(ctx, edited);
+    if (const std::string* h = edited.get("Host")) {
+      host_set = *h;
+      host = host_set;
+      edited.remove("Host");
+    }
+    out = &edited;
   }
   std::string head;
   head.reserve(512);
@@ -406,7 +414,7 @@ std::string upstream_request_head(const http::Request& r, const engine::ProxyHan
   head += " HTTP/1.1\r\nHost: ";
   append_clean(head, host);
   head += "\r\n";
-  append_fields(head, out);
+  append_fields(head, *out);
   if (chunked) head += "Transfer-Encoding: chunked\r\n";
   // Go's transport with keepalive off.
   if (!handler.cfg().transport.keepalive && upgrade.empty()) head += "Connection: close\r\n";

@@ -685,17 +685,18 @@ template <class Stream>
 asio::awaitable<bool> Session<Stream>::drain_body(Exchange& x) {
   if (x.expect_continue) co_return false;  // the client waits for a 100 we never sent
   ReqParser& p = *x.parser;
-  char sink[kBodyChunk];
+  BufferPool::Buffer sink_buf = w_.buffers.get();  // not in the frame: see BufferPool
+  char* sink = sink_buf.get();
   uint64_t total = 0;
   error_code ec;
   while (!p.is_done()) {
     p.get().body().data = sink;
-    p.get().body().size = sizeof sink;
+    p.get().body().size = kBodyChunk;
     tcp().expires_after(idle_timeout_);
     co_await http::async_read_some(stream_, buf_, p, redirect_error(use_awaitable, ec));
     if (ec == http::error::need_buffer) ec = {};
     if (ec) co_return false;
-    total += sizeof sink - p.get().body().size;
+    total += kBodyChunk - p.get().body().size;
     if (total > kMaxDrainBytes) co_return false;
   }
   co_return true;
@@ -758,7 +759,8 @@ asio::awaitable<void> Session<Stream>::pump_body(Exchange& x, UpstreamStream& up
                                                  Clock::duration header_to,
                                                  std::shared_ptr<PumpState> st) {
   ReqParser& p = *x.parser;
-  char data[kBodyChunk];
+  BufferPool::Buffer data_buf = w_.buffers.get();  // not in the frame: see BufferPool
+  char* data = data_buf.get();
   error_code ec;
   if (x.expect_continue) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -772,7 +774,7 @@ asio::awaitable<void> Session<Stream>::pump_body(Exchange& x, UpstreamStream& up
   }
   while (!p.is_done()) {
     p.get().body().data = data;
-    p.get().body().size = sizeof data;
+    p.get().body().size = kBodyChunk;
     tcp().expires_after(idle_timeout_);
     co_await http::async_read_some(stream_, buf_, p, redirect_error(use_awaitable, ec));
     if (!st->active) co_return;
@@ -784,7 +786,7 @@ asio::awaitable<void> Session<Stream>::pump_body(Exchange& x, UpstreamStream& up
       up.socket().cancel(ignored);
       co_return;
     }
-    size_t n = sizeof data - p.get().body().size;
+    size_t n = kBodyChunk - p.get().body().size;
     if (n == 0) continue;
     st->bytes += n;
     x.bytes_read = st->bytes;
@@ -913,11 +915,12 @@ asio::awaitable<std::pair<bool, bool>> Session<Stream>::relay_response_body(
     bool chunked, Clock::duration read_to, const std::string* head) {
   // `head`: the response head, not yet written; it goes out with the first piece.
   std::string_view pending = head ? std::string_view(*head) : std::string_view();
-  char data[kBodyChunk];
+  BufferPool::Buffer data_buf = w_.buffers.get();  // not in the frame: see BufferPool
+  char* data = data_buf.get();
   error_code ec;
   while (!rpar.is_done()) {
     rpar.get().body().data = data;
-    rpar.get().body().size = sizeof data;
+    rpar.get().body().size = kBodyChunk;
     up.expires_after(read_to);
     co_await http::async_read_some(up, ubuf, rpar, redirect_error(use_awaitable, ec));
     if (ec == http::error::need_buffer) ec = {};
@@ -925,7 +928,7 @@ asio::awaitable<std::pair<bool, bool>> Session<Stream>::relay_response_body(
       x.end_reason = is_timeout(ec) ? "upstream_timeout" : "upstream_reset";
       co_return std::pair{false, true};
     }
-    size_t n = sizeof data - rpar.get().body().size;
+    size_t n = kBodyChunk - rpar.get().body().size;
     if (n == 0) continue;
     char size_line[32];
     int sl = chunked ? std::snprintf(size_line, sizeof size_line, "%zx\r\n", n) : 0;
