@@ -7,106 +7,25 @@
 #include <utility>
 #include <vector>
 
+#include "h2/common.h"
 #include "http/hop_by_hop.h"
 #include "util/log.h"
 
 namespace hsp::h2 {
-namespace {
 
-Error h2_error(std::string message) {
-  return Error{SourceLoc{"h2", 0, 0}, std::move(message)};
-}
-
-bool is_tchar_lower(unsigned char c) {
-  if (c >= 'a' && c <= 'z') return true;
-  if (c >= '0' && c <= '9') return true;
-  return c != 0 && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
-
-bool valid_name(std::string_view name) {
-  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
-    return is_tchar_lower(static_cast<unsigned char>(c));
-  });
-}
-
-bool valid_value(std::string_view value) {
-  return value.find_first_of(std::string_view("\0\r\n", 3)) == std::string_view::npos;
-}
-
-// RFC 9113 §8.2.2, plus the HTTP/1 upgrade field for h2c that must not reach an h2 server.
-bool connection_specific(std::string_view name) {
-  return name == "connection" || name == "keep-alive" || name == "proxy-connection" ||
-         name == "transfer-encoding" || name == "upgrade" || name == "http2-settings";
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-// The comma-separated tokens of a field value, lower-cased.
-std::vector<std::string> tokens(std::string_view value) {
-  std::vector<std::string> out;
-  while (true) {
-    size_t comma = value.find(',');
-    std::string_view tok = trim(value.substr(0, comma));
-    if (!tok.empty()) out.push_back(http::ascii_lower(tok));
-    if (comma == std::string_view::npos) break;
-    value.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
-using Fields = std::vector<std::pair<std::string, std::string>>;
-
-// Request or trailer fields as HTTP/2 wants them. `te` survives only as "trailers" (RFC 9113
-// §8.2.2), which is what gRPC sends and needs; Host leaves because :authority carries it. The
-// data plane strips hop-by-hop fields itself (http/hop_by_hop.h, Caddy's list); this is the
-// codec's own guarantee that nothing HTTP/2 forbids is ever framed, whatever it is given.
-Fields h2_fields(const http::HeaderMap& headers, bool trailers) {
-  std::vector<std::string> nominated;
-  for (const auto& [name, value] : headers) {
-    if (http::iequals(name, "connection"))
-      for (auto& t : tokens(value)) nominated.push_back(std::move(t));
-  }
-  const bool te_trailers = http::has_token(headers, "te", "trailers");
-  Fields out;
-  out.reserve(headers.size() + 1);
-  for (const auto& [name, value] : headers) {
-    std::string n = http::ascii_lower(name);
-    if (connection_specific(n) || n == "te" || n == "host" || n.empty() || n.front() == ':')
-      continue;
-    if (std::find(nominated.begin(), nominated.end(), n) != nominated.end()) continue;
-    if (!valid_name(n) || !valid_value(value)) continue;
-    out.emplace_back(std::move(n), value);
-  }
-  if (te_trailers && !trailers &&
-      std::find(nominated.begin(), nominated.end(), "te") == nominated.end())
-    out.emplace_back("te", "trailers");
-  return out;
-}
-
-nghttp2_nv make_nv(const std::string& name, const std::string& value) {
-  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                    value.size(), NGHTTP2_NV_FLAG_NONE};
-}
-
-}  // namespace
+using detail::connection_specific;
+using detail::Fields;
+using detail::h2_error;
+using detail::h2_fields;
+using detail::make_nv;
+using detail::valid_name;
+using detail::valid_value;
 
 struct ClientConnection::Stream {
   int32_t id = 0;
   bool headers_sent = false;
   bool local_reset = false;
-  // Request body.
-  bool has_body = false;
-  std::string body;
-  size_t body_off = 0;
-  bool body_end = false;
-  bool deferred = false;
-  bool notify_ready = false;
-  std::optional<http::HeaderMap> trailers_out;
+  detail::OutBody out;  // the request body
   // Response.
   bool head_done = false;  // the final head was delivered; later HEADERS are trailers
   int status = 0;
@@ -283,39 +202,10 @@ struct ClientCallbacks {
     ClientConnection& c = self(ud);
     ClientConnection::Stream* s = c.find(stream_id);
     if (s == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t avail = s->body.size() - s->body_off;
-    size_t n = std::min(avail, length);
-    if (n > 0) {
-      std::memcpy(buf, s->body.data() + s->body_off, n);
-      s->body_off += n;
-      if (s->body_off == s->body.size()) {
-        s->body.clear();
-        s->body_off = 0;
-      } else if (s->body_off > s->body.size() / 2) {
-        s->body.erase(0, s->body_off);
-        s->body_off = 0;
-      }
-      if (s->notify_ready) c.ready_.push_back(stream_id);
-    }
-    if (s->body.size() - s->body_off == 0) {
-      if (s->body_end) {
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->trailers_out) {
-          Fields fields = h2_fields(*s->trailers_out, true);
-          std::vector<nghttp2_nv> nva;
-          nva.reserve(fields.size());
-          for (const auto& [name, value] : fields) nva.push_back(make_nv(name, value));
-          if (!nva.empty() &&
-              nghttp2_submit_trailer(session, stream_id, nva.data(), nva.size()) == 0) {
-            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-          }
-        }
-      } else if (n == 0) {
-        s->deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-      }
-    }
-    return static_cast<ssize_t>(n);
+    bool room = false;
+    ssize_t n = s->out.read(session, stream_id, buf, length, data_flags, room);
+    if (room) c.ready_.push_back(stream_id);
+    return n;
   }
 };
 
@@ -393,25 +283,7 @@ Result<size_t> ClientConnection::recv(std::string_view bytes) {
 }
 
 void ClientConnection::fill_output() {
-  if (session_ == nullptr) return;
-  if (out_off_ > 0) {
-    out_.erase(0, out_off_);
-    out_off_ = 0;
-  }
-  // One frame may take the buffer past the cap (by at most max frame size + 9 bytes).
-  while (out_.size() < settings_.output_buffer_bytes) {
-    const uint8_t* data = nullptr;
-    ssize_t n = nghttp2_session_mem_send(session_, &data);
-    if (n <= 0) {
-      if (n < 0) {
-        log::info("h2_upstream_send_error")
-            .kv("conn_id", conn_id_)
-            .kv("error", nghttp2_strerror(static_cast<int>(n)));
-      }
-      break;
-    }
-    out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
-  }
+  out_.fill(session_, settings_.output_buffer_bytes, conn_id_, "h2_upstream_send_error");
 }
 
 void ClientConnection::notify_send_ready() {
@@ -429,27 +301,23 @@ void ClientConnection::notify_send_ready() {
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     for (int32_t id : ids) {
       Stream* s = find(id);
-      if (s == nullptr || !s->notify_ready) continue;
-      s->notify_ready = false;
+      if (s == nullptr || !s->out.notify_ready) continue;
+      s->out.notify_ready = false;
       handler_.on_send_ready(id);
     }
   }
 }
 
 std::string_view ClientConnection::pending_output() {
-  if (out_.size() - out_off_ == 0) {
+  if (out_.empty()) {
     fill_output();
     notify_send_ready();
   }
-  return std::string_view(out_).substr(out_off_);
+  return out_.view();
 }
 
 void ClientConnection::consume_output(size_t n) {
-  out_off_ += std::min(n, out_.size() - out_off_);
-  if (out_off_ == out_.size()) {
-    out_.clear();
-    out_off_ = 0;
-  }
+  out_.consume(n);
 }
 
 bool ClientConnection::want_read() const {
@@ -457,8 +325,7 @@ bool ClientConnection::want_read() const {
 }
 
 bool ClientConnection::want_write() const {
-  return out_.size() > out_off_ ||
-         (session_ != nullptr && nghttp2_session_want_write(session_) != 0);
+  return !out_.empty() || (session_ != nullptr && nghttp2_session_want_write(session_) != 0);
 }
 
 size_t ClientConnection::available_streams() const {
@@ -495,7 +362,7 @@ Result<int32_t> ClientConnection::submit_request(const http::Request& request, b
   if (!valid_value(authority) || !valid_value(path)) {
     return h2_error("request target or authority holds CR, LF or NUL");
   }
-  Fields fields = h2_fields(request.headers, false);
+  Fields fields = h2_fields(request.headers, true);
   std::vector<nghttp2_nv> nva;
   nva.reserve(fields.size() + 4);
   nva.push_back(make_nv(kMethod, request.method));
@@ -511,45 +378,28 @@ Result<int32_t> ClientConnection::submit_request(const http::Request& request, b
   if (id < 0) return h2_error(std::string("submit_request: ") + nghttp2_strerror(id));
   auto s = std::make_unique<Stream>();
   s->id = id;
-  s->has_body = !end_stream;
-  s->body_end = end_stream;
+  s->out.open = !end_stream;
+  s->out.ended = end_stream;
   streams_[id] = std::move(s);
   return id;
 }
 
 size_t ClientConnection::send_capacity(int32_t stream_id) const {
   Stream* s = find(stream_id);
-  if (s == nullptr || !s->has_body || s->body_end) return 0;
-  size_t held = s->body.size() - s->body_off;
-  return held >= settings_.stream_buffer_bytes ? 0 : settings_.stream_buffer_bytes - held;
+  return s == nullptr ? 0 : s->out.capacity(settings_.stream_buffer_bytes);
 }
 
 Result<size_t> ClientConnection::send_data(int32_t stream_id, std::string_view data) {
   Stream* s = find(stream_id);
   if (s == nullptr) return h2_error("stream " + std::to_string(stream_id) + " is gone");
-  if (!s->has_body || s->body_end) return h2_error("no request body open on this stream");
-  size_t n = std::min(data.size(), send_capacity(stream_id));
-  s->body.append(data.substr(0, n));
-  if (n < data.size()) s->notify_ready = true;
-  if (n > 0 && s->deferred) {
-    s->deferred = false;
-    nghttp2_session_resume_data(session_, stream_id);
-  }
-  return n;
+  return s->out.append(session_, stream_id, data, settings_.stream_buffer_bytes, "request");
 }
 
 Result<bool> ClientConnection::end_stream(int32_t stream_id,
                                           std::optional<http::HeaderMap> trailers) {
   Stream* s = find(stream_id);
   if (s == nullptr) return h2_error("stream " + std::to_string(stream_id) + " is gone");
-  if (!s->has_body || s->body_end) return h2_error("no request body open on this stream");
-  s->body_end = true;
-  s->trailers_out = std::move(trailers);
-  if (s->deferred) {
-    s->deferred = false;
-    nghttp2_session_resume_data(session_, stream_id);
-  }
-  return true;
+  return s->out.end(session_, stream_id, std::move(trailers), "request");
 }
 
 void ClientConnection::consume(int32_t stream_id, size_t n) {

@@ -6,75 +6,17 @@
 #include <cstring>
 #include <vector>
 
+#include "h2/common.h"
 #include "util/log.h"
 
 namespace hsp::h2 {
-namespace {
 
-Error h2_error(std::string message) {
-  return Error{SourceLoc{"h2", 0, 0}, std::move(message)};
-}
-
-bool is_tchar_lower(unsigned char c) {
-  if (c >= 'a' && c <= 'z') return true;
-  if (c >= '0' && c <= '9') return true;
-  return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != 0;
-}
-
-bool valid_name(std::string_view name) {
-  if (name.empty()) return false;
-  return std::all_of(name.begin(), name.end(),
-                     [](char c) { return is_tchar_lower(static_cast<unsigned char>(c)); });
-}
-
-bool valid_value(std::string_view value) {
-  return value.find_first_of(std::string_view("\0\r\n", 3)) == std::string_view::npos;
-}
-
-// RFC 9113 §8.2.2: these never appear in HTTP/2 and must not be forwarded to HTTP/1.
-bool connection_specific(std::string_view name) {
-  return name == "connection" || name == "keep-alive" || name == "proxy-connection" ||
-         name == "transfer-encoding" || name == "upgrade";
-}
-
-nghttp2_nv make_nv(const std::string& name, const std::string& value) {
-  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                    value.size(), NGHTTP2_NV_FLAG_NONE};
-}
-
-// Response/trailer fields as HTTP/2 wants them: lower-case names, no connection-specific fields
-// (nor those the Connection field names), no CR/LF (an HTTP/1 upstream cannot have sent them,
-// but a handler-built value might).
-std::vector<std::pair<std::string, std::string>> h2_fields(const http::HeaderMap& headers) {
-  std::vector<std::string> nominated;
-  for (const auto& [name, value] : headers) {
-    if (!http::iequals(name, "connection")) continue;
-    size_t pos = 0;
-    while (pos <= value.size()) {
-      size_t comma = value.find(',', pos);
-      std::string_view tok = std::string_view(value).substr(
-          pos, comma == std::string::npos ? std::string::npos : comma - pos);
-      while (!tok.empty() && (tok.front() == ' ' || tok.front() == '\t')) tok.remove_prefix(1);
-      while (!tok.empty() && (tok.back() == ' ' || tok.back() == '\t')) tok.remove_suffix(1);
-      if (!tok.empty()) nominated.push_back(http::ascii_lower(tok));
-      if (comma == std::string::npos) break;
-      pos = comma + 1;
-    }
-  }
-  std::vector<std::pair<std::string, std::string>> out;
-  out.reserve(headers.size());
-  for (const auto& [name, value] : headers) {
-    std::string n = http::ascii_lower(name);
-    if (connection_specific(n) || n == "te" || n.empty() || n.front() == ':') continue;
-    if (std::find(nominated.begin(), nominated.end(), n) != nominated.end()) continue;
-    if (!valid_name(n) || !valid_value(value)) continue;
-    out.emplace_back(std::move(n), value);
-  }
-  return out;
-}
-
-}  // namespace
+using detail::connection_specific;
+using detail::h2_error;
+using detail::h2_fields;
+using detail::make_nv;
+using detail::valid_name;
+using detail::valid_value;
 
 struct ServerConnection::Stream {
   int32_t id = 0;
@@ -101,13 +43,7 @@ struct ServerConnection::Stream {
   http::HeaderMap trailers;
   // Response side.
   bool response_submitted = false;
-  bool has_body = false;
-  std::string body;
-  size_t body_off = 0;
-  bool body_end = false;
-  bool deferred = false;
-  bool notify_ready = false;
-  std::optional<http::HeaderMap> trailers_out;
+  detail::OutBody out;
 };
 
 // nghttp2's C callbacks, friends of the connection.
@@ -339,38 +275,10 @@ struct Callbacks {
     ServerConnection& c = self(ud);
     ServerConnection::Stream* s = c.find(stream_id);
     if (s == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t avail = s->body.size() - s->body_off;
-    size_t n = std::min(avail, length);
-    if (n > 0) {
-      std::memcpy(buf, s->body.data() + s->body_off, n);
-      s->body_off += n;
-      if (s->body_off == s->body.size()) {
-        s->body.clear();
-        s->body_off = 0;
-      } else if (s->body_off > s->body.size() / 2) {
-        s->body.erase(0, s->body_off);
-        s->body_off = 0;
-      }
-      if (s->notify_ready) c.ready_.push_back(stream_id);
-    }
-    if (s->body.size() - s->body_off == 0) {
-      if (s->body_end) {
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->trailers_out) {
-          auto fields = h2_fields(*s->trailers_out);
-          std::vector<nghttp2_nv> nva;
-          nva.reserve(fields.size());
-          for (const auto& [name, value] : fields) nva.push_back(make_nv(name, value));
-          if (nghttp2_submit_trailer(session, stream_id, nva.data(), nva.size()) == 0) {
-            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-          }
-        }
-      } else if (n == 0) {
-        s->deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-      }
-    }
-    return static_cast<ssize_t>(n);
+    bool room = false;
+    ssize_t n = s->out.read(session, stream_id, buf, length, data_flags, room);
+    if (room) c.ready_.push_back(stream_id);
+    return n;
   }
 };
 
@@ -511,25 +419,7 @@ void ServerConnection::deliver_pending() {
 }
 
 void ServerConnection::fill_output() {
-  if (session_ == nullptr) return;
-  if (out_off_ > 0) {
-    out_.erase(0, out_off_);
-    out_off_ = 0;
-  }
-  // One frame may take the buffer past the cap (by at most max frame size + 9 bytes).
-  while (out_.size() < settings_.output_buffer_bytes) {
-    const uint8_t* data = nullptr;
-    ssize_t n = nghttp2_session_mem_send(session_, &data);
-    if (n <= 0) {
-      if (n < 0) {
-        log::info("h2_send_error")
-            .kv("conn_id", conn_id_)
-            .kv("error", nghttp2_strerror(static_cast<int>(n)));
-      }
-      break;
-    }
-    out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
-  }
+  out_.fill(session_, settings_.output_buffer_bytes, conn_id_, "h2_send_error");
 }
 
 void ServerConnection::notify_send_ready() {
@@ -540,27 +430,23 @@ void ServerConnection::notify_send_ready() {
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     for (int32_t id : ids) {
       Stream* s = find(id);
-      if (s == nullptr || !s->notify_ready) continue;
-      s->notify_ready = false;
+      if (s == nullptr || !s->out.notify_ready) continue;
+      s->out.notify_ready = false;
       handler_.on_send_ready(id);
     }
   }
 }
 
 std::string_view ServerConnection::pending_output() {
-  if (out_.size() - out_off_ == 0 && !in_recv_) {
+  if (out_.empty() && !in_recv_) {
     fill_output();
     notify_send_ready();
   }
-  return std::string_view(out_).substr(out_off_);
+  return out_.view();
 }
 
 void ServerConnection::consume_output(size_t n) {
-  out_off_ += std::min(n, out_.size() - out_off_);
-  if (out_off_ == out_.size()) {
-    out_.clear();
-    out_off_ = 0;
-  }
+  out_.consume(n);
 }
 
 bool ServerConnection::want_read() const {
@@ -568,8 +454,7 @@ bool ServerConnection::want_read() const {
 }
 
 bool ServerConnection::want_write() const {
-  return out_.size() > out_off_ ||
-         (session_ != nullptr && nghttp2_session_want_write(session_) != 0);
+  return !out_.empty() || (session_ != nullptr && nghttp2_session_want_write(session_) != 0);
 }
 
 Result<bool> ServerConnection::submit_response(int32_t stream_id, const http::ResponseHead& head,
@@ -582,7 +467,7 @@ Result<bool> ServerConnection::submit_response(int32_t stream_id, const http::Re
   }
   std::string status = std::to_string(head.status);
   static const std::string kStatus = ":status";
-  auto fields = h2_fields(head.headers);
+  auto fields = h2_fields(head.headers, false);
   std::vector<nghttp2_nv> nva;
   nva.reserve(fields.size() + 1);
   nva.push_back(make_nv(kStatus, status));
@@ -593,44 +478,27 @@ Result<bool> ServerConnection::submit_response(int32_t stream_id, const http::Re
                                    end_stream ? nullptr : &provider);
   if (rv != 0) return h2_error(std::string("submit_response: ") + nghttp2_strerror(rv));
   s->response_submitted = true;
-  s->has_body = !end_stream;
-  s->body_end = end_stream;
+  s->out.open = !end_stream;
+  s->out.ended = end_stream;
   return true;
 }
 
 size_t ServerConnection::send_capacity(int32_t stream_id) const {
   Stream* s = find(stream_id);
-  if (s == nullptr || !s->has_body || s->body_end) return 0;
-  size_t held = s->body.size() - s->body_off;
-  return held >= settings_.stream_buffer_bytes ? 0 : settings_.stream_buffer_bytes - held;
+  return s == nullptr ? 0 : s->out.capacity(settings_.stream_buffer_bytes);
 }
 
 Result<size_t> ServerConnection::send_data(int32_t stream_id, std::string_view data) {
   Stream* s = find(stream_id);
   if (s == nullptr) return h2_error("stream " + std::to_string(stream_id) + " is gone");
-  if (!s->has_body || s->body_end) return h2_error("no response body open on this stream");
-  size_t n = std::min(data.size(), send_capacity(stream_id));
-  s->body.append(data.substr(0, n));
-  if (n < data.size()) s->notify_ready = true;
-  if (n > 0 && s->deferred) {
-    s->deferred = false;
-    nghttp2_session_resume_data(session_, stream_id);
-  }
-  return n;
+  return s->out.append(session_, stream_id, data, settings_.stream_buffer_bytes, "response");
 }
 
 Result<bool> ServerConnection::end_stream(int32_t stream_id,
                                           std::optional<http::HeaderMap> trailers) {
   Stream* s = find(stream_id);
   if (s == nullptr) return h2_error("stream " + std::to_string(stream_id) + " is gone");
-  if (!s->has_body || s->body_end) return h2_error("no response body open on this stream");
-  s->body_end = true;
-  s->trailers_out = std::move(trailers);
-  if (s->deferred) {
-    s->deferred = false;
-    nghttp2_session_resume_data(session_, stream_id);
-  }
-  return true;
+  return s->out.end(session_, stream_id, std::move(trailers), "response");
 }
 
 void ServerConnection::consume(int32_t stream_id, size_t n) {

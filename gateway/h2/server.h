@@ -61,6 +61,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "h2/output_buffer.h"
 #include "http/message.h"
 #include "util/error.h"
 
@@ -180,8 +181,7 @@ class ServerConnection {
   http::Request template_;
   nghttp2_session* session_ = nullptr;
   std::unordered_map<int32_t, std::unique_ptr<Stream>> streams_;
-  std::string out_;
-  size_t out_off_ = 0;
+  detail::OutputBuffer out_;
   std::vector<int32_t> pending_;  // heads accepted in the current recv(), in order
   std::vector<int32_t> ready_;    // streams whose send buffer drained (on_send_ready)
   std::optional<uint32_t> goaway_sent_;
