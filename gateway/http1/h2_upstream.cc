@@ -448,6 +448,7 @@ asio::awaitable<ProxyOutcome> proxy_to_h2(Worker& w, Downstream& down, http::Req
     const std::function<bool()> client_gone = [&down] { return down.gone(); };
     auto pump = [&]() -> asio::awaitable<void> {
       std::string piece;
+      uint64_t uploaded = 0;
       for (;;) {
         piece.clear();
         Downstream::Read got = co_await down.read_body(piece);
@@ -459,8 +460,8 @@ asio::awaitable<ProxyOutcome> proxy_to_h2(Worker& w, Downstream& down, http::Req
           co_return;
         }
         if (got == Downstream::Read::end) break;
-        out.bytes_read += piece.size();
-        if (d.max_request_body >= 0 && out.bytes_read > static_cast<uint64_t>(d.max_request_body)) {
+        uploaded += piece.size();
+        if (d.max_request_body >= 0 && uploaded > static_cast<uint64_t>(d.max_request_body)) {
           pump_result = -3;
           c.cancel();
           down.response_wake.signal();
@@ -553,7 +554,6 @@ asio::awaitable<ProxyOutcome> proxy_to_h2(Worker& w, Downstream& down, http::Req
           bool written = co_await down.write_body(piece);
           if (!written) continue;  // the client is gone: see above
         }
-        out.sent += body_expected ? piece.size() : 0;
         c.consume(piece.size());
         continue;
       }

@@ -125,12 +125,10 @@ class Downstream {
   virtual asio::awaitable<void> write_error(int status) = 0;
 };
 
-// What the access log needs from a proxied exchange.
+// What the access log needs from a proxied exchange (the Downstream counts the bytes).
 struct ProxyOutcome {
   std::string upstream;
   std::string_view end_reason = "ok";
-  uint64_t sent = 0;
-  uint64_t bytes_read = 0;
   bool client_gone = false;  // status 499 for the log: nothing was answered
   // The upstream chose HTTP/1.1 over TLS (ALPN): nothing was sent or answered; the caller
   // proxies the request over HTTP/1.1 instead.

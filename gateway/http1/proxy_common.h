@@ -1,8 +1,9 @@
 // Private to gateway/http1/: what the HTTP/1.1 and HTTP/2 front ends (session.cc,
-// h2_session.cc) share on the way to an HTTP/1.1 upstream: picking an upstream and a connection
-// to it under Caddy's retry rules, the request head we send, the response fields the client
-// gets, and why an exchange failed. Everything that reads or writes the downstream connection
-// stays with the front end, since framing, flow control and "the client went away" differ.
+// h2_session.cc) and the HTTP/2 upstream path (h2_upstream.cc) share on the way to an upstream:
+// picking an upstream and a connection to it under Caddy's retry rules, TLS to upstreams, the
+// HTTP/1.1 request head, the response fields the client gets, and why an exchange failed.
+// Everything that reads or writes the downstream connection stays with the front end, since
+// framing, flow control and "the client went away" differ.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
