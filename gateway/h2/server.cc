@@ -510,6 +510,59 @@ void ServerConnection::reset_stream(int32_t stream_id, uint32_t error_code) {
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, error_code);
 }
 
+namespace {
+
+// RFC 4648 §5 (base64url), padding optional, as HTTP2-Settings carries it.
+std::optional<std::string> base64url_decode(std::string_view in) {
+  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char ch : in) {
+    int v;
+    if (ch >= 'A' && ch <= 'Z') {
+      v = ch - 'A';
+    } else if (ch >= 'a' && ch <= 'z') {
+      v = ch - 'a' + 26;
+    } else if (ch >= '0' && ch <= '9') {
+      v = ch - '0' + 52;
+    } else if (ch == '-') {
+      v = 62;
+    } else if (ch == '_') {
+      v = 63;
+    } else {
+      return std::nullopt;
+    }
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<bool> ServerConnection::upgrade(std::string_view settings, http::Request request) {
+  if (session_ == nullptr) return h2_error("no nghttp2 session (allocation failed)");
+  auto payload = base64url_decode(settings);
+  if (!payload) return h2_error("HTTP2-Settings is not base64url");
+  int rv = nghttp2_session_upgrade2(session_, reinterpret_cast<const uint8_t*>(payload->data()),
+                                    payload->size(), request.method == "HEAD", nullptr);
+  if (rv != 0) return h2_error(std::string("upgrade: ") + nghttp2_strerror(rv));
+  auto s = std::make_unique<Stream>();
+  s->id = 1;
+  s->delivered = true;
+  streams_[1] = std::move(s);
+  request.version = 20;
+  request.id = next_request_id_++;
+  request.conn_id = conn_id_;
+  handler_.on_request(1, std::move(request), true);
+  return true;
+}
+
 void ServerConnection::shutdown_graceful() {
   if (session_ == nullptr) return;
   // The shutdown notice plus the final GOAWAY in one flight: a client that opens a stream

@@ -156,6 +156,12 @@ class ServerConnection {
   // Graceful: GOAWAY with the last processed stream id; open streams run to completion, new
   // ones are refused; want_read()/want_write() go false once they are done.
   void shutdown_graceful();
+
+  // HTTP/1.1 Upgrade to h2c (RFC 7540 §3.2; Caddy 2.6 accepts it): `settings` is the request's
+  // HTTP2-Settings value (base64url SETTINGS payload), `request` the upgraded request, which
+  // becomes stream 1, half-closed (remote), and reaches the handler at once. Call before any
+  // recv(); the client's preface follows the 101.
+  Result<bool> upgrade(std::string_view settings, http::Request request);
   // Immediate: GOAWAY(error_code) and stop; open streams are abandoned.
   void shutdown_now(uint32_t error_code);
 

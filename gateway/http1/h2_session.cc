@@ -136,7 +136,7 @@ class H2Session final : public h2::Handler {
     conn_.set_request_template(std::move(tmpl));
   }
 
-  asio::awaitable<void> run(std::string_view received);
+  asio::awaitable<void> run(std::string_view received, H2Upgrade* upgrade);
 
   // h2::Handler: called from inside conn_.recv() / pending_output(); never blocks.
   void on_request(int32_t id, http::Request&& req, bool end_stream) override;
@@ -204,11 +204,20 @@ size_t H2Session<Stream>::server_index(const engine::Snapshot& s) const {
 }
 
 template <class Stream>
-asio::awaitable<void> H2Session<Stream>::run(std::string_view received) {
+asio::awaitable<void> H2Session<Stream>::run(std::string_view received, H2Upgrade* upgrade) {
   idle_timeout_ =
       or_default(w_.reader.current()->config().global.idle_timeout, std::chrono::minutes(5));
   info_.slot->idle = false;  // drain is the watchdog's job: it sends GOAWAY first
-  if (!received.empty() && !conn_.recv(received)) closing_ = true;
+  if (upgrade) {
+    auto up = conn_.upgrade(upgrade->settings, std::move(upgrade->request));
+    if (!up) {
+      log::debug("h2c_upgrade_failed")
+          .kv("conn_id", info_.conn_id)
+          .kv("error", up.errors().front().message);
+      closing_ = true;
+    }
+  }
+  if (!closing_ && !received.empty() && !conn_.recv(received)) closing_ = true;
   auto ex = stream_.get_executor();
   auto flag_done = [this](bool& flag) {
     return [this, &flag](std::exception_ptr e) {
@@ -887,19 +896,20 @@ asio::awaitable<bool> H2Session<Stream>::proxy_h2(std::shared_ptr<H2Stream> sp, 
 
 template <class Stream>
 asio::awaitable<void> serve_h2(Worker& w, const H2ConnInfo& info, Stream& stream,
-                               std::string_view received) {
+                               std::string_view received, H2Upgrade* upgrade) {
   const config::GlobalOptions& g = w.reader.current()->config().global;
   h2::Settings settings;
   settings.max_header_bytes = static_cast<uint32_t>(
       std::clamp<int64_t>(g.max_header_bytes, 1024, std::numeric_limits<int32_t>::max()));
   settings.max_header_count = static_cast<uint32_t>(std::max(1, g.max_header_count));
   H2Session<Stream> session(w, info, stream, settings);
-  co_await session.run(received);
+  co_await session.run(received, upgrade);
 }
 
 template asio::awaitable<void> serve_h2<beast::tcp_stream>(Worker&, const H2ConnInfo&,
-                                                           beast::tcp_stream&, std::string_view);
+                                                           beast::tcp_stream&, std::string_view,
+                                                           H2Upgrade*);
 template asio::awaitable<void> serve_h2<TlsStream>(Worker&, const H2ConnInfo&, TlsStream&,
-                                                   std::string_view);
+                                                   std::string_view, H2Upgrade*);
 
 }  // namespace hsp::http1

@@ -32,11 +32,17 @@ struct H2ConnInfo {
   bool tls_resumed = false;
 };
 
+// An HTTP/1.1 request that asked for `Upgrade: h2c` and got the 101: it becomes stream 1.
+struct H2Upgrade {
+  std::string settings;  // the HTTP2-Settings value
+  http::Request request;
+};
+
 // Serves HTTP/2 on `stream` until the connection ends (client gone, idle timeout, GOAWAY after
 // a drain or protocol error). `received`: bytes already read from the connection (the h2c
 // preface). Stream is beast::tcp_stream or TlsStream; both are instantiated in h2_session.cc.
 template <class Stream>
 asio::awaitable<void> serve_h2(Worker& w, const H2ConnInfo& info, Stream& stream,
-                               std::string_view received);
+                               std::string_view received, H2Upgrade* upgrade = nullptr);
 
 }  // namespace hsp::http1

@@ -241,6 +241,7 @@ class Session {
   bool tls_up_ = false;  // HTTPS: the handshake completed (close_notify is owed)
   bool linger_ = false;  // the client may still be sending: close with lingering_close()
   bool h2_ = false;      // ALPN chose h2, or a cleartext client sent the h2c preface
+  std::optional<H2Upgrade> h2c_upgrade_;  // a request that got 101 for `Upgrade: h2c`
 };
 
 template <class Stream>
@@ -318,6 +319,11 @@ asio::awaitable<void> Session<Stream>::run() {
     }
     first = false;
     if (!co_await handle_request()) break;
+  }
+  if (h2c_upgrade_) {
+    co_await run_h2();  // the upgraded request is stream 1
+    co_await lingering_close();
+    co_return;
   }
   if constexpr (kTls) co_await send_close_notify();
   if (linger_) {
@@ -426,7 +432,7 @@ asio::awaitable<void> Session<Stream>::run_h2() {
   auto d = buf_.data();
   std::string received(static_cast<const char*>(d.data()), d.size());
   buf_.consume(buf_.size());
-  co_await serve_h2(w_, info, stream_, received);
+  co_await serve_h2(w_, info, stream_, received, h2c_upgrade_ ? &*h2c_upgrade_ : nullptr);
 }
 
 // Sends our close_notify without waiting for the client's: Go's tls.Conn.Close does the same,
@@ -637,6 +643,31 @@ asio::awaitable<bool> Session<Stream>::handle_request() {
   x.body_consumed = p.is_done();
   x.head_fields = field_count(m);
 
+  if constexpr (!kTls) {
+    // `Upgrade: h2c` (RFC 7540 §3.2) where the server allows h2c, as Caddy 2.6 does. Only a
+    // request without a body: one with a body is answered over HTTP/1.1 (a server may ignore
+    // Upgrade; the body would otherwise have to be read whole before the switch).
+    const std::string* settings = r.headers.get("HTTP2-Settings");
+    if (settings && p.is_done() && r.version == 11 && hsp::http::upgrade_type(r.headers) == "h2c" &&
+        hsp::http::has_token(r.headers, "Connection", "http2-settings")) {
+      size_t si = server_index(*x.snap);
+      if (si != SIZE_MAX && x.snap->config().servers[si].h2c) {
+        static constexpr std::string_view k101 =
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+        tcp().expires_after(idle_timeout_);
+        co_await asio::async_write(stream_, asio::buffer(k101.data(), k101.size()),
+                                   redirect_error(use_awaitable, ec));
+        if (ec) co_return false;
+        H2Upgrade up;
+        up.settings = *settings;
+        up.request = r;
+        hsp::http::remove_hop_by_hop(up.request.headers);  // Connection, Upgrade, ...
+        up.request.headers.remove("HTTP2-Settings");
+        h2c_upgrade_ = std::move(up);
+        co_return false;
+      }
+    }
+  }
   if (r.method == "OPTIONS" && r.orig_uri == "*") {
     // Go's server answers `OPTIONS *` itself; no handler runs, nothing is logged.
     hsp::http::HeaderMap h;

@@ -754,6 +754,31 @@ TEST_F(Fixture, H01GoawayLastStreamIdNeverIncreases) {
   EXPECT_FALSE(conn->want_read());
 }
 
+// `Upgrade: h2c` (RFC 7540 §3.2): the upgraded request is stream 1, answered before the
+// client's preface has even arrived; a bad HTTP2-Settings value is an error.
+TEST_F(Fixture, UpgradeMakesTheRequestStreamOne) {
+  start();
+  http::Request r;
+  r.method = "GET";
+  r.path = "/up";
+  r.authority = "a.test";
+  // SETTINGS_MAX_CONCURRENT_STREAMS = 100, base64url without padding.
+  ASSERT_TRUE(conn->upgrade("AAMAAABk", r).ok());
+  ASSERT_EQ(rec.reqs.count(1), 1u);
+  EXPECT_EQ(rec.reqs[1].request.version, 20);
+  EXPECT_EQ(rec.reqs[1].request.path, "/up");
+  EXPECT_TRUE(rec.reqs[1].end_stream);
+  respond(1, 200, "upgraded");
+  ASSERT_TRUE(conn->recv(preface()).ok());
+  auto fs = parse(take_output(*conn));
+  EXPECT_EQ(response_status(fs, 1), 200);
+
+  Recorder other_rec;
+  ServerConnection other(settings, other_rec, 8);
+  EXPECT_FALSE(other.upgrade("not base64!", r).ok());
+  EXPECT_TRUE(other_rec.reqs.empty());
+}
+
 TEST_F(Fixture, H02ContinuationFloodIsCutOff) {
   start();
   std::string value(1000, 'c');
