@@ -123,6 +123,24 @@ std::string format_access_line(const AccessRecord& rec) {
   return out;
 }
 
+void log_exchange(ExchangeLog& x, const http::Request& r, bool aborting) {
+  if (!x.log || !x.log->enabled) return;
+  if (aborting) x.end_reason = "grace_period_expired";
+  AccessRecord rec;
+  rec.req = &r;
+  rec.uri = x.orig_uri;
+  rec.status = x.status;
+  rec.size = x.sent;
+  rec.ts = x.ts;
+  rec.duration_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - x.start).count();
+  rec.resp_headers = &x.resp_headers;
+  rec.upstream = x.upstream;
+  rec.end_reason = x.end_reason;
+  rec.bytes_read = x.bytes_read;
+  write_access_log(*x.log, rec);
+}
+
 void write_access_log(const config::AccessLog& log, const AccessRecord& rec) {
   if (!log.enabled || log.output == "discard") return;
   // `log { level ERROR }` (or WARN) keeps only the error-level lines.

@@ -25,6 +25,25 @@ struct AccessRecord {
   uint64_t bytes_read = 0;  // request body bytes read
 };
 
+// What every exchange keeps for its access-log line, whatever the protocol: the HTTP/1.1 and
+// HTTP/2 sessions fill one per request and end it with log_exchange().
+struct ExchangeLog {
+  std::string orig_uri;  // request-target as received (rewrites change the request's)
+  std::chrono::steady_clock::time_point start;
+  std::chrono::system_clock::time_point ts;
+  int status = 0;
+  uint64_t sent = 0;        // response body bytes written downstream
+  uint64_t bytes_read = 0;  // request body bytes read from the client
+  std::string upstream;
+  std::string_view end_reason = "ok";
+  http::HeaderMap resp_headers;
+  const config::AccessLog* log = nullptr;  // the route's `log`, if any
+};
+
+// Writes x's line for `r` when its route logs. `aborting`: the shutdown grace period ran out,
+// which is then why the exchange ended, whatever it saw last (usually its client closing).
+void log_exchange(ExchangeLog& x, const http::Request& r, bool aborting);
+
 // Formats the record as one JSON line (no trailing newline).
 std::string format_access_line(const AccessRecord& rec);
 

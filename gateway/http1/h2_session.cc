@@ -97,17 +97,8 @@ struct H2Stream {
 };
 
 // What one exchange reports to the access log.
-struct H2Exchange {
+struct H2Exchange : ExchangeLog {
   engine::SnapshotPtr snap;
-  Clock::time_point start;
-  std::chrono::system_clock::time_point ts;
-  std::string orig_uri;
-  int status = 0;
-  uint64_t sent = 0;
-  std::string upstream;
-  std::string_view end_reason = "ok";
-  http::HeaderMap resp_headers;
-  const config::AccessLog* log = nullptr;
 };
 
 template <class Stream>
@@ -170,8 +161,7 @@ class H2Session final : public h2::Handler {
   asio::awaitable<bool> send_body(H2Stream& st, std::string_view data);
   bool end_response(H2Stream& st, std::optional<http::HeaderMap> trailers = {});
   void reset(H2Stream& st, uint32_t code);
-  void finish(H2Exchange& x, const http::Request& r, uint64_t bytes_read);
-  size_t server_index(const engine::Snapshot& s) const;
+  size_t server_index(const engine::Snapshot& s) { return server_.of(s, info_.key); }
   void wake_writer() { writer_wake_.signal(); }
   void close_all();
 
@@ -190,18 +180,8 @@ class H2Session final : public h2::Handler {
   bool draining_ = false;
   Clock::time_point last_active_ = Clock::now();
   Clock::duration idle_timeout_ = std::chrono::minutes(5);
+  ServerIndexCache server_;
 };
-
-template <class Stream>
-size_t H2Session<Stream>::server_index(const engine::Snapshot& s) const {
-  const auto& servers = s.config().servers;
-  for (size_t i = 0; i < servers.size(); ++i) {
-    if (servers[i].bind_host == info_.key.bind_host && servers[i].port == info_.key.port) {
-      return i;
-    }
-  }
-  return SIZE_MAX;
-}
 
 template <class Stream>
 asio::awaitable<void> H2Session<Stream>::run(std::string_view received, H2Upgrade* upgrade) {
@@ -448,24 +428,6 @@ void H2Session<Stream>::reset(H2Stream& st, uint32_t code) {
 }
 
 template <class Stream>
-void H2Session<Stream>::finish(H2Exchange& x, const http::Request& r, uint64_t bytes_read) {
-  if (!x.log || !x.log->enabled) return;
-  if (w_.shared.aborting.load(std::memory_order_acquire)) x.end_reason = "grace_period_expired";
-  AccessRecord rec;
-  rec.req = &r;
-  rec.uri = x.orig_uri;
-  rec.status = x.status;
-  rec.size = x.sent;
-  rec.ts = x.ts;
-  rec.duration_s = std::chrono::duration<double>(Clock::now() - x.start).count();
-  rec.resp_headers = &x.resp_headers;
-  rec.upstream = x.upstream;
-  rec.end_reason = x.end_reason;
-  rec.bytes_read = bytes_read;
-  write_access_log(*x.log, rec);
-}
-
-template <class Stream>
 asio::awaitable<void> H2Session<Stream>::serve_stream(std::shared_ptr<H2Stream> sp) {
   H2Stream& st = *sp;
   H2Exchange x;
@@ -507,7 +469,8 @@ asio::awaitable<void> H2Session<Stream>::serve_stream(std::shared_ptr<H2Stream> 
     co_await respond(st, x, ctx, d);
   }
   if (st.gone && x.end_reason == "ok") x.end_reason = "client_closed";
-  finish(x, r, st.bytes_read);
+  x.bytes_read = st.bytes_read;
+  log_exchange(x, r, w_.shared.aborting.load(std::memory_order_acquire));
   // The request body nobody read: tell the client to stop sending it (RFC 9113 §8.1).
   if (!st.body_done) reset(st, 0);  // NO_ERROR
 }

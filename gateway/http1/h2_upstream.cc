@@ -595,8 +595,4 @@ asio::awaitable<ProxyOutcome> proxy_to_h2(Worker& w, Downstream& down, http::Req
   co_return out;
 }
 
-void clear_h2_upstreams(Worker& w) {
-  w.h2_upstreams.reset();
-}
-
 }  // namespace hsp::http1

@@ -91,9 +91,6 @@ asio::awaitable<Result<H2Call>> h2_upstream_call(Worker& w, const H2Target& targ
                                                  Wakeup& notify, Wakeup& send_notify,
                                                  H2OpenError& why, error_code& dial_error);
 
-// Drops the worker's HTTP/2 upstream connections (worker shutdown).
-void clear_h2_upstreams(Worker& w);
-
 // The client side of an exchange proxied to an HTTP/2 upstream, whatever the client speaks:
 // h2_session.cc (a stream) and session.cc (an HTTP/1.1 connection) implement it.
 class Downstream {

@@ -81,7 +81,6 @@ std::string_view fail_reason(Fail f) {
       return "upstream_refused";
     case Fail::dial_timeout:
       return "upstream_dial_timeout";
-    case Fail::stale_reused:
     case Fail::upstream_reset:
       return "upstream_reset";
     case Fail::upstream_timeout:

@@ -49,7 +49,6 @@ enum class Fail {
   none,
   dial_refused,
   dial_timeout,
-  stale_reused,  // a pooled connection the peer had closed; nothing of this request got there
   upstream_reset,
   upstream_timeout,
   client_closed,

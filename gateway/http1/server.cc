@@ -77,14 +77,9 @@ std::shared_ptr<const tls::CertSelector> current_selector(const ListenerKey& key
   Worker* w = tl_worker;
   if (!w) return nullptr;
   engine::SnapshotPtr snap = w->reader.current();
-  const auto& servers = snap->config().servers;
-  for (size_t i = 0; i < servers.size(); ++i) {
-    if (servers[i].bind_host == key.bind_host && servers[i].port == key.port) {
-      const engine::ServerTls* st = snap->server_tls(i);
-      return st ? st->selector : nullptr;
-    }
-  }
-  return nullptr;
+  size_t i = find_server(*snap, key);
+  const engine::ServerTls* st = i == SIZE_MAX ? nullptr : snap->server_tls(i);
+  return st ? st->selector : nullptr;
 }
 
 // One SSL_CTX per HTTPS listener, for its whole life: certificates come from the snapshot at

@@ -88,6 +88,16 @@ std::string response_head(int version, int status, const hsp::http::HeaderMap& h
   return out;
 }
 
+// Says whether the connection stays open, where the version's default does not: HTTP/1.1
+// keeps it unless told "close", HTTP/1.0 closes it unless told "keep-alive".
+void set_connection_field(hsp::http::HeaderMap& h, int version, bool keep_alive) {
+  if (!keep_alive && version >= 11) {
+    h.set("Connection", "close");
+  } else if (keep_alive && version == 10) {
+    h.set("Connection", "keep-alive");
+  }
+}
+
 // A TLS client that closes without close_notify (curl does) ends with stream_truncated: that is
 // an EOF like any other. Other TLS-layer errors mean the stream is unusable; no 400 goes back.
 bool is_tls_error(const error_code& ec) {
@@ -122,23 +132,13 @@ struct WatchState {
 };
 
 // Per-request state.
-struct Exchange {
+struct Exchange : ExchangeLog {
   engine::SnapshotPtr snap;
   std::optional<ReqParser> parser;
   hsp::http::Request req;
-  std::string method;    // as received, for the access log (dispatch may not change it, but
-  std::string orig_uri;  // rewrites change the uri)
-  Clock::time_point start;
-  std::chrono::system_clock::time_point ts;
-  int status = 0;
-  uint64_t sent = 0;
-  std::string upstream;
-  std::string_view end_reason = "ok";
-  hsp::http::HeaderMap resp_headers;
-  const config::AccessLog* log = nullptr;
+  std::string method;  // as received (dispatch may not change it)
   bool expect_continue = false;
   bool body_consumed = false;  // the request body was read to its end (keep-alive possible)
-  uint64_t bytes_read = 0;     // request body bytes read from the client
   size_t head_fields = 0;      // fields of the request head (trailers are appended after)
 };
 
@@ -206,7 +206,7 @@ class Session {
                                                              ResParser& rpar, size_t head_fields,
                                                              bool chunked, Clock::duration read_to,
                                                              const std::string* head);
-  size_t server_index(const engine::Snapshot& s);
+  size_t server_index(const engine::Snapshot& s) { return server_.of(s, key_); }
   void finish(Exchange& x);
   void accept_minor_versions();
 
@@ -228,8 +228,7 @@ class Session {
   std::string remote_ip_, local_ip_;
   uint16_t remote_port_ = 0, local_port_ = 0;
   uint64_t requests_ = 0;
-  uint64_t server_gen_ = 0;
-  size_t server_index_ = SIZE_MAX;
+  ServerIndexCache server_;
   Clock::duration idle_timeout_ = std::chrono::minutes(5);
   std::string sni_;  // HTTPS: the server name the client sent, if any
   // HTTPS: the connection's TLS facts, copied into each request (Request::tls_*).
@@ -243,23 +242,6 @@ class Session {
   bool h2_ = false;      // ALPN chose h2, or a cleartext client sent the h2c preface
   std::optional<H2Upgrade> h2c_upgrade_;  // a request that got 101 for `Upgrade: h2c`
 };
-
-template <class Stream>
-size_t Session<Stream>::server_index(const engine::Snapshot& s) {
-  // Server indices can move between snapshots; the listener's (bind_host, port) is stable.
-  if (s.generation() != server_gen_ || server_index_ == SIZE_MAX) {
-    server_gen_ = s.generation();
-    server_index_ = SIZE_MAX;
-    const auto& servers = s.config().servers;
-    for (size_t i = 0; i < servers.size(); ++i) {
-      if (servers[i].bind_host == key_.bind_host && servers[i].port == key_.port) {
-        server_index_ = i;
-        break;
-      }
-    }
-  }
-  return server_index_;
-}
 
 // Beast accepts only HTTP/1.0 and 1.1; Go serves any HTTP/1.x as 1.1 (RFC 9110 §2.5: a higher
 // minor version is compatible). When the buffered request line ends in "HTTP/1.2".."HTTP/1.9",
@@ -493,22 +475,7 @@ asio::awaitable<void> Session<Stream>::write_error_and_close(int status, std::st
 
 template <class Stream>
 void Session<Stream>::finish(Exchange& x) {
-  if (!x.log || !x.log->enabled) return;
-  // Whatever the request saw last (usually its client socket closing), it ended because the
-  // shutdown grace period ran out.
-  if (w_.shared.aborting.load(std::memory_order_acquire)) x.end_reason = "grace_period_expired";
-  AccessRecord rec;
-  rec.req = &x.req;
-  rec.uri = x.orig_uri;
-  rec.status = x.status;
-  rec.size = x.sent;
-  rec.ts = x.ts;
-  rec.duration_s = std::chrono::duration<double>(Clock::now() - x.start).count();
-  rec.resp_headers = &x.resp_headers;
-  rec.upstream = x.upstream;
-  rec.end_reason = x.end_reason;
-  rec.bytes_read = x.bytes_read;
-  write_access_log(*x.log, rec);
+  log_exchange(x, x.req, w_.shared.aborting.load(std::memory_order_acquire));
 }
 
 template <class Stream>
@@ -746,11 +713,7 @@ asio::awaitable<bool> Session<Stream>::write_simple(Exchange& x, int status, hsp
   if (!h.has("Date")) h.add("Date", http_date());
   bool with_body = status_has_body(status);
   if (with_body) h.set("Content-Length", std::to_string(body.size()));
-  if (!keep_alive && r.version >= 11) {
-    h.set("Connection", "close");
-  } else if (keep_alive && r.version == 10) {
-    h.set("Connection", "keep-alive");
-  }
+  set_connection_field(h, r.version, keep_alive);
   std::string out = response_head(r.version, status, h);
   bool send_body = with_body && r.method != "HEAD";
   if (send_body) out += body;
@@ -1185,13 +1148,7 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
     // Keep-alive downstream needs the request body read to its end; we know that only later,
     // so a body still being pumped means close.
     if (pumping && !st->done) keep = false;
-    if (!switching) {
-      if (!keep && r.version >= 11) {
-        h.set("Connection", "close");
-      } else if (keep && r.version == 10) {
-        h.set("Connection", "keep-alive");
-      }
-    }
+    if (!switching) set_connection_field(h, r.version, keep);
     std::string rhead = response_head(r.version, status, h);
     x.status = status;
     x.resp_headers = std::move(h);
@@ -1339,11 +1296,7 @@ class Session<Stream>::AsDownstream final : public Downstream {
     }
     if (!x_.body_consumed) keep_alive_ = false;  // decided before the upload ends: close
     if (s_.w_.shared.draining.load(std::memory_order_acquire)) keep_alive_ = false;
-    if (!keep_alive_ && r.version >= 11) {
-      h.set("Connection", "close");
-    } else if (keep_alive_ && r.version == 10) {
-      h.set("Connection", "keep-alive");
-    }
+    set_connection_field(h, r.version, keep_alive_);
     std::string head = response_head(r.version, status, h);
     x_.status = status;
     x_.resp_headers = std::move(h);

@@ -145,6 +145,32 @@ class BufferPool {
   std::vector<char*> free_;
 };
 
+// The index of the listener's server in `s`, or SIZE_MAX when the config has none (any more).
+inline size_t find_server(const engine::Snapshot& s, const ListenerKey& key) {
+  const auto& servers = s.config().servers;
+  for (size_t i = 0; i < servers.size(); ++i) {
+    if (servers[i].bind_host == key.bind_host && servers[i].port == key.port) return i;
+  }
+  return SIZE_MAX;
+}
+
+// find_server() remembered per snapshot generation, for one connection: server indices can
+// move between snapshots, a listener's (bind_host, port) does not.
+class ServerIndexCache {
+ public:
+  size_t of(const engine::Snapshot& s, const ListenerKey& key) {
+    if (s.generation() != gen_ || index_ == SIZE_MAX) {
+      gen_ = s.generation();
+      index_ = find_server(s, key);
+    }
+    return index_;
+  }
+
+ private:
+  uint64_t gen_ = 0;
+  size_t index_ = SIZE_MAX;
+};
+
 struct TlsContext;      // http1/tls_context.h
 struct H2UpstreamPool;  // http1/h2_upstream.cc
 
