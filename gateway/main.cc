@@ -32,6 +32,10 @@
 #include "labels/generate.h"
 #include "util/log.h"
 
+#ifdef HSP_MIMALLOC
+#include <mimalloc.h>
+#endif
+
 #ifndef HSP_VERSION
 #define HSP_VERSION "0.0.0"
 #endif
@@ -704,7 +708,13 @@ int main(int argc, char** argv) {
   }
   if (a.bad) return usage(a.error);
   if (a.command == "version") {
-    std::printf("hsp-gateway %s\n", HSP_VERSION);
+#ifdef HSP_MIMALLOC
+    int v = mi_version();  // also what keeps mimalloc linked under --as-needed
+    std::printf("hsp-gateway %s (allocator: mimalloc %d.%d.%d)\n", HSP_VERSION, v / 100,
+                v / 10 % 10, v % 10);
+#else
+    std::printf("hsp-gateway %s (allocator: glibc malloc)\n", HSP_VERSION);
+#endif
     return 0;
   }
   if (a.command == "run") return a.docker ? run_docker(a) : run(a);

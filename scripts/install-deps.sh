@@ -8,6 +8,7 @@ build_pkgs=(
   libboost1.81-dev libssl-dev libnghttp2-dev
   libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev
   libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libmimalloc-dev  # the gateway's allocator (HSP_MIMALLOC)
   python3  # CMake configures the integration tests even when only the gateway is built
 )
 test_pkgs=(

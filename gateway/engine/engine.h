@@ -222,6 +222,9 @@ class Snapshot {
 // {http.response.*} placeholders.
 void build_response_headers(const Decision& decision, const RequestCtx& ctx,
                             const http::HeaderMap& handler_fields, http::HeaderMap& out);
+// The same, moving the fields out of `handler_fields` (the proxy's per-response path).
+void build_response_headers(const Decision& decision, const RequestCtx& ctx,
+                            http::HeaderMap&& handler_fields, http::HeaderMap& out);
 
 // Sets X-Forwarded-For/-Proto/-Host on an outgoing request head the way Caddy does: the client's
 // values are kept and appended to only when the peer (req.remote_ip) is a trusted proxy.

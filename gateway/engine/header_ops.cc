@@ -1,5 +1,6 @@
 // Header manipulation with Caddy 2.6 semantics (modules/caddyhttp/headers/headers.go).
 #include <algorithm>
+#include <type_traits>
 
 #include "engine/compiled.h"
 #include "http/message.h"
@@ -197,8 +198,12 @@ void HeaderOpsImpl::apply_request(const RequestCtx& ctx, http::Request& req) con
   }
 }
 
-void build_response_headers(const Decision& d, const RequestCtx& ctx,
-                            const http::HeaderMap& handler_fields, http::HeaderMap& out) {
+namespace {
+
+// `Fields` is const HeaderMap& (copied) or HeaderMap&& (moved from).
+template <class Fields>
+void build_response(const Decision& d, const RequestCtx& ctx, Fields&& handler_fields,
+                    http::HeaderMap& out) {
   for (const auto* ops : d.response_ops) {
     if (!ops->deferred()) ops->apply(ctx, out);
   }
@@ -206,8 +211,11 @@ void build_response_headers(const Decision& d, const RequestCtx& ctx,
     // A static response sets its fields (w.Header()[field] = values).
     for (const auto& kv : handler_fields) out.remove(kv.first);
     for (const auto& kv : handler_fields) out.add(kv.first, kv.second);
-  } else {
+  } else if constexpr (std::is_const_v<std::remove_reference_t<Fields>>) {
     for (const auto& kv : handler_fields) out.add(kv.first, kv.second);
+  } else {
+    out.reserve(out.size() + handler_fields.size() + 2);
+    for (auto& kv : handler_fields.fields()) out.fields().push_back(std::move(kv));
   }
   // Caddy decides the implicit type when the respond handler runs, which is after immediate ops
   // and before deferred ones.
@@ -218,6 +226,18 @@ void build_response_headers(const Decision& d, const RequestCtx& ctx,
   for (const auto* ops : d.response_ops) {
     if (ops->deferred()) ops->apply(ctx, out);
   }
+}
+
+}  // namespace
+
+void build_response_headers(const Decision& d, const RequestCtx& ctx,
+                            const http::HeaderMap& handler_fields, http::HeaderMap& out) {
+  build_response(d, ctx, handler_fields, out);
+}
+
+void build_response_headers(const Decision& d, const RequestCtx& ctx,
+                            http::HeaderMap&& handler_fields, http::HeaderMap& out) {
+  build_response(d, ctx, std::move(handler_fields), out);
 }
 
 }  // namespace hsp::engine

@@ -33,6 +33,7 @@ class HeaderMap {
   size_t remove(std::string_view name);                     // returns how many were removed
   size_t remove_prefix(std::string_view prefix);            // case-insensitive name prefix
   void clear() { fields_.clear(); }
+  void reserve(size_t n) { fields_.reserve(n); }
   size_t size() const { return fields_.size(); }
   bool empty() const { return fields_.empty(); }
 

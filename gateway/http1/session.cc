@@ -109,6 +109,12 @@ bool is_tls_error(const error_code& ec) {
 // shared_ptr and check `active` before touching anything the exchange owns.
 struct PumpState {
   explicit PumpState(const asio::any_io_executor& ex) : wake(ex), header_timer(ex) {}
+  // For reuse by the connection's next exchange (only when nothing else holds it).
+  void reset() {
+    active = true;
+    done = client_error = upstream_error = too_large = head_received = header_timed_out = false;
+    bytes = 0;
+  }
   bool active = true;
   bool done = false;
   bool client_error = false;    // reading the request body from the client failed
@@ -123,13 +129,34 @@ struct PumpState {
 
 // Reads the client side while a response streams, so a client that goes away is noticed even
 // when the upstream is silent (an idle SSE stream), like Go's background read.
+//
+// The watch starts only once the upstream has kept us waiting for kClientWatchDelay: most
+// answers come sooner, and spawning a reader, reading (EAGAIN) and cancelling it cost about as
+// much as the rest of a small exchange. A client that leaves is noticed that much later.
 struct WatchState {
-  explicit WatchState(const asio::any_io_executor& ex) : wake(ex) {}
+  explicit WatchState(const asio::any_io_executor& ex) : wake(ex), arm(ex) {}
+  void reset() { armed = running = done = stopping = client_gone = false; }
+  bool armed = false;    // the arm timer runs; the watch starts when it fires
+  bool running = false;  // watch_client runs (until `done`)
   bool done = false;
   bool stopping = false;
   bool client_gone = false;
   asio::steady_timer wake;
+  asio::steady_timer arm;
 };
+constexpr auto kClientWatchDelay = std::chrono::milliseconds(100);
+
+// The state object of the previous exchange when nothing else holds it any more (its timers'
+// handlers and coroutines are gone), else a new one: one allocation less per request.
+template <class T>
+std::shared_ptr<T> reuse_state(std::shared_ptr<T>& slot, const asio::any_io_executor& ex) {
+  if (slot && slot.use_count() == 1) {
+    slot->reset();
+    return slot;
+  }
+  slot = std::make_shared<T>(ex);
+  return slot;
+}
 
 // Per-request state.
 struct Exchange : ExchangeLog {
@@ -240,7 +267,9 @@ class Session {
   bool tls_up_ = false;  // HTTPS: the handshake completed (close_notify is owed)
   bool linger_ = false;  // the client may still be sending: close with lingering_close()
   bool h2_ = false;      // ALPN chose h2, or a cleartext client sent the h2c preface
-  std::optional<H2Upgrade> h2c_upgrade_;  // a request that got 101 for `Upgrade: h2c`
+  std::optional<H2Upgrade> h2c_upgrade_;     // a request that got 101 for `Upgrade: h2c`
+  std::shared_ptr<PumpState> pump_state_;    // kept for reuse_state()
+  std::shared_ptr<WatchState> watch_state_;  // kept for reuse_state()
 };
 
 // Beast accepts only HTTP/1.0 and 1.1; Go serves any HTTP/1.x as 1.1 (RFC 9110 §2.5: a higher
@@ -551,6 +580,7 @@ asio::awaitable<bool> Session<Stream>::handle_request() {
   bool has_host = false;
   int host_count = 0;
   std::string host_value;
+  r.headers.reserve(16);
   for (const auto& f : m) {
     ++header_count;
     header_bytes += f.name_string().size() + f.value().size() + 4;
@@ -1009,7 +1039,7 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
       break;
     }
 
-    auto st = std::make_shared<PumpState>(stream_.get_executor());
+    auto st = reuse_state(pump_state_, stream_.get_executor());
     bool pumping = false;
     if (has_body) {
       pumping = true;
@@ -1032,6 +1062,7 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
     }
     // Stops the pump (if still running) and waits until it has returned: it uses x, us and
     // stream_, which must outlive it.
+    // Call only while pumping (a coroutine frame per call); end_pump() does the rest.
     auto stop_pump = [&](bool cancel) -> asio::awaitable<void> {
       if (pumping && !st->done && cancel) {
         error_code ignored;
@@ -1046,24 +1077,38 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
       st->active = false;
       st->header_timer.cancel();
     };
+    auto end_pump = [&] {
+      st->active = false;
+      st->header_timer.cancel();
+    };
 
     // Watch the client while we wait: an upstream that takes long to answer (or streams an idle
     // body) must be abandoned when the client goes away. Only when no body pump is reading the
     // client socket and no pipelined bytes wait in buf_ (the watch reads the same socket).
-    auto ws = std::make_shared<WatchState>(stream_.get_executor());
-    bool watching = false;
+    auto ws = reuse_state(watch_state_, stream_.get_executor());
     auto start_watch = [&] {
-      watching = true;
+      ws->armed = true;
       tcp().expires_never();  // the watch may last as long as the exchange; writes set their own
-      asio::co_spawn(stream_.get_executor(), watch_client(ws, us.get()), [ws](std::exception_ptr) {
-        ws->done = true;
-        ws->wake.cancel();
+      ws->arm.expires_after(kClientWatchDelay);
+      ws->arm.async_wait([this, ws, up = us.get()](error_code e) {
+        if (e || !ws->armed) return;  // disarmed: the exchange (and `up`) may be gone
+        ws->armed = false;
+        ws->running = true;
+        asio::co_spawn(stream_.get_executor(), watch_client(ws, up), [ws](std::exception_ptr) {
+          ws->done = true;
+          ws->wake.cancel();
+        });
       });
     };
-    // Ends the watch and waits for it; true when it saw the client go away.
+    auto disarm_watch = [&] {
+      if (!ws->armed) return;
+      ws->armed = false;
+      ws->arm.cancel();
+    };
+    // Ends a running watch and waits for it; true when it saw the client go away. Call only
+    // when ws->running, after disarm_watch() (a coroutine frame per call).
     auto stop_watch = [&]() -> asio::awaitable<bool> {
-      if (!watching) co_return false;
-      watching = false;
+      ws->running = false;
       ws->stopping = !ws->client_gone;
       if (!ws->done) {
         error_code ignored;
@@ -1099,8 +1144,14 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
       bool stale = reused && ubuf.size() == 0 && !st->header_timed_out &&
                    (ec == http::error::end_of_stream || ec == asio::error::eof ||
                     ec == asio::error::connection_reset);
-      co_await stop_pump(true);
-      bool client_gone = co_await stop_watch();
+      if (pumping) {
+        co_await stop_pump(true);
+      } else {
+        end_pump();
+      }
+      disarm_watch();
+      bool client_gone = false;
+      if (ws->running) client_gone = co_await stop_watch();
       if (st->too_large) {
         pick.set_fail(Fail::too_large);
       } else if (st->client_error || client_gone) {
@@ -1162,14 +1213,25 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
       co_await asio::async_write(stream_, asio::buffer(rhead), redirect_error(use_awaitable, ec));
     }
     if (ec) {
-      co_await stop_pump(true);
+      if (pumping) {
+        co_await stop_pump(true);
+      } else {
+        end_pump();
+      }
+      disarm_watch();
+      if (ws->running) co_await stop_watch();
       x.end_reason = "client_closed";
       co_return false;
     }
 
     if (switching) {
-      co_await stop_watch();  // the tunnel reads the client itself
-      co_await stop_pump(false);
+      disarm_watch();
+      if (ws->running) co_await stop_watch();  // the tunnel reads the client itself
+      if (pumping) {
+        co_await stop_pump(false);
+      } else {
+        end_pump();
+      }
       x.end_reason = "upgraded";
       co_await tunnel(*us, ubuf);
       co_return false;
@@ -1179,8 +1241,11 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
     bool up_ok = true;
     bool client_ok = true;
     if (!(body_expected && !rpar->is_done())) {
-      if (co_await stop_watch()) x.end_reason = "client_closed";
-    } else if (!watching && (!pumping || st->done) && buf_.size() == 0) {
+      disarm_watch();
+      bool gone = false;
+      if (ws->running) gone = co_await stop_watch();
+      if (gone) x.end_reason = "client_closed";
+    } else if (!ws->armed && !ws->running && (!pumping || st->done) && buf_.size() == 0) {
       start_watch();
     }
     if (body_expected) {
@@ -1191,7 +1256,10 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
     } else if (!rpar->is_done()) {
       up_ok = false;  // a body we do not forward (HEAD is skipped by the parser): not reusable
     }
-    if (co_await stop_watch()) {
+    disarm_watch();
+    bool gone = false;
+    if (ws->running) gone = co_await stop_watch();
+    if (gone) {
       client_ok = false;
       up_ok = false;
       x.end_reason = "client_closed";
@@ -1203,7 +1271,7 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
       co_await stop_pump(true);
       pump_ok = !st->client_error && !st->upstream_error && !st->too_large && x.body_consumed;
     } else {
-      st->active = false;
+      end_pump();
     }
     if (up_ok && pump_ok && rpar->is_done() && rpar->keep_alive() && tr.keepalive) {
       pick.recycle(std::move(*conn));

@@ -196,7 +196,12 @@ struct Worker {
   // TLS client contexts for upstreams, by transport options and snapshot generation
   // (proxy_common.cc, upstream_tls()).
   std::unordered_map<std::string, UpstreamTlsConfig> upstream_tls;
-  std::unique_ptr<asio::io_context> ioc = std::make_unique<asio::io_context>(1);
+  // One thread runs it, and every socket of the worker is only ever used on that thread (other
+  // threads post to it; the control thread only opens listeners on it), so the reactor's
+  // per-descriptor locks are off: two lock/unlock pairs fewer per socket operation. Posting and
+  // timers stay locked.
+  std::unique_ptr<asio::io_context> ioc =
+      std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO);
 };
 
 // Serves one accepted downstream connection until it closes. Never throws. With `tls`, the
