@@ -2,6 +2,8 @@
 
 #include "http1/proxy_common.h"
 
+#include <cstring>
+
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 #include <algorithm>
@@ -31,9 +33,34 @@ std::string_view http_date() {
   return buf;
 }
 
+namespace {
+
+// Whether `s` holds a CR or LF byte, eight bytes at a time (the classic "has zero byte" test on
+// the word XORed with the byte): header text is scanned for every field of every request.
+bool has_cr_or_lf(std::string_view s) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHigh = 0x8080808080808080ULL;
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    uint64_t cr = w ^ (kOnes * '\r');
+    uint64_t lf = w ^ (kOnes * '\n');
+    if ((((cr - kOnes) & ~cr) | ((lf - kOnes) & ~lf)) & kHigh) return true;
+  }
+  for (; i < s.size(); ++i) {
+    if (s[i] == '\r' || s[i] == '\n') return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 void append_clean(std::string& out, std::string_view s) {
-  // Whole runs between CR/LF bytes (almost always the entire value: one append). A plain loop:
-  // string_view::find_first_of calls memchr once per byte.
+  if (!has_cr_or_lf(s)) {
+    out.append(s);
+    return;
+  }
   size_t start = 0;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] != '\r' && s[i] != '\n') continue;
