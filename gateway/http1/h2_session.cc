@@ -387,8 +387,12 @@ bool H2Session<Stream>::submit_head(H2Stream& st, H2Exchange& x, int status, htt
   if (!h.has("Date")) h.add("Date", http_date());
   http::ResponseHead head;
   head.status = status;
-  head.headers = h;
-  x.resp_headers = std::move(h);
+  if (x.log && x.log->enabled) {
+    head.headers = h;  // the access log prints them after the exchange
+    x.resp_headers = std::move(h);
+  } else {
+    head.headers = std::move(h);
+  }
   if (st.gone) return false;
   auto r = conn_.submit_response(st.id, head, end_stream);
   wake_writer();
