@@ -7,7 +7,7 @@ build_pkgs=(
   build-essential cmake ninja-build pkg-config
   libboost1.81-dev libssl-dev libnghttp2-dev
   libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev
-  libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libmimalloc-dev  # the gateway's allocator (HSP_MIMALLOC)
   python3  # CMake configures the integration tests even when only the gateway is built
 )
@@ -19,12 +19,18 @@ test_pkgs=(
   # HTTP/2 abuse clients (python3-h2 / hyperframe) and the gRPC server and client of the gRPC
   # tests, run with /usr/bin/python3.
   python3-h2 python3-hyperframe python3-grpcio
+  # The peers of bench/peers.sh, which tests/integration/test_peers_smoke.py runs (Caddy is
+  # above). The script starts its own instances on 127.0.0.1; the packaged services (Debian's
+  # nginx and h2o listen on *:80) must not start, so the install runs under a deny-all
+  # policy-rc.d (below).
+  nginx haproxy h2o
 )
-# Peers of bench/h2_peers.sh (HSP_WITH_BENCH=1), with its load tool and the tools it measures
-# with. The script starts its own instances on 127.0.0.1; the packaged services (Debian's nginx
-# listens on *:80) must not start, so the install runs under a deny-all policy-rc.d (below).
+# bench/peers.sh and bench/h2_peers.sh (HSP_WITH_BENCH=1): the peers, the tools they measure
+# with, and reference clients to check hsp-bench against (wrk, h2load; gtlsclient for h3).
+# Same policy-rc.d guard as the test packages.
 bench_pkgs=(
-  nginx haproxy nghttp2-client openssl curl procps iproute2 util-linux
+  nginx haproxy caddy h2o wrk nghttp2-client ngtcp2-client openssl curl procps iproute2
+  util-linux coreutils
 )
 
 missing=()
@@ -39,7 +45,7 @@ fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
-if [ -n "${HSP_WITH_BENCH:-}" ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+if [ -n "${HSP_WITH_BENCH:-}${HSP_WITH_TESTS:-}" ] && [ ! -e /usr/sbin/policy-rc.d ]; then
   # exit 101 = "action forbidden": invoke-rc.d then starts no service during this install.
   printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
   $SUDO chmod 755 /usr/sbin/policy-rc.d
