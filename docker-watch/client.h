@@ -1,7 +1,7 @@
-// A Docker Engine API client over a unix socket (libcurl). Calls block the calling thread: the
-// watcher runs them on its own threads, never on a data-plane thread. Every call is bounded
-// (connect 2 s, listings 15 s) except the event stream, which runs until stop is set or the
-// daemon closes it.
+// A Docker Engine API client over a unix socket (HTTP/1.1 on Asio + Beast). Calls block the
+// calling thread: the watcher runs them on its own threads, never on a data-plane thread. Every
+// call is bounded (connect 2 s, listings 15 s) except the event stream, which runs until stop is
+// set or the daemon closes it.
 #pragma once
 
 #include <atomic>
