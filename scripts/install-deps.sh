@@ -25,7 +25,7 @@ test_pkgs=(
   # policy-rc.d (below).
   nginx haproxy h2o
 )
-# bench/peers.sh and bench/h2_peers.sh (HSP_WITH_BENCH=1): the peers, the tools they measure
+# bench/peers.sh (HSP_WITH_BENCH=1): the peers, the tools they measure
 # with, and reference clients to check hsp-bench against (wrk, h2load; gtlsclient for h3).
 # Same policy-rc.d guard as the test packages.
 bench_pkgs=(
