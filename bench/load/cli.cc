@@ -180,7 +180,8 @@ Load generator for HTTP/1.1, HTTP/2 (TLS or h2c) and HTTP/3.
   -d, --duration T        measured time, seconds or 500ms/10s/2m (default 10s)
   -n, --requests N        exactly N requests instead of a duration
   -w, --warmup T          run this long first without recording (default 0)
-      --timeout T         per request (default 10s)
+      --timeout T         per request (default 10s); after the measured time the run waits
+                          at most this long for requests in flight (the report says how long)
       --proto P           auto|h1|h2|h2c|h3 (auto: http:// is h1, https:// offers h2 and
                           http/1.1 by ALPN and the server picks)
   -X, --method M          request method (default GET)
@@ -193,9 +194,17 @@ Load generator for HTTP/1.1, HTTP/2 (TLS or h2c) and HTTP/3.
       --rate R            open loop: R requests/s in total, latency from the intended send
                           time (coordinated omission corrected); default closed loop
       --json              print one JSON object on stdout instead of the text report
-      --histogram FILE    write the latency percentile distribution (.hgrm, milliseconds)
+      --histogram FILE    write the latency percentile distribution (.hgrm, milliseconds);
+                          checked writable at start. '-': to stdout, and the report (text or
+                          JSON) then goes to stderr
   -q, --quiet             no progress line
   -h, --help              this text
+
+Ctrl-C ends the run at once and prints the report of what ran (requests in flight count as
+not finished); a second Ctrl-C exits at once without a report.
+Exit status: 0 when at least one request got a response (any status), 1 when none did (every
+request failed, or none completed), 2 for a bad option or an unusable file (--body, --cacert,
+--histogram).
 )";
 }
 
@@ -394,6 +403,12 @@ CliResult parse_cli(const std::vector<std::string>& args) {
   if (!o.ca_file.empty()) {
     std::ifstream in(o.ca_file);
     if (!in) return fail("--cacert: cannot read '" + o.ca_file + "'");
+    // Both TLS stacks (OpenSSL for TCP, GnuTLS for QUIC) read PEM only; anything else used to
+    // fail every handshake later with a vague error.
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (ss.str().find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+      return fail("--cacert: '" + o.ca_file + "' holds no PEM certificate");
   }
   return res;
 }
@@ -407,6 +422,7 @@ Target resolve_target(const Options& opts) {
     if (rule.port && *rule.port != opts.url.port) continue;
     if (!rule.addr.empty()) t.connect_host = rule.addr;
     if (rule.addr_port) t.connect_port = *rule.addr_port;
+    t.connect_to_matched = true;
     break;  // the first matching rule wins, as in curl
   }
   bool default_port = opts.url.port == (opts.url.https ? 443 : 80);

@@ -76,6 +76,7 @@ struct Target {
   uint16_t connect_port = 0;
   std::string authority;
   std::string sni;
+  bool connect_to_matched = false;  // a --connect-to rule applied
 };
 Target resolve_target(const Options& opts);
 

@@ -61,6 +61,11 @@ struct Completion {
   int status = 0;           // final status, 0 when the request failed
   uint64_t body_bytes = 0;  // response body bytes received
   ErrorKind error = ErrorKind::none;
+  // The server never processed the request (h2: above a GOAWAY's last stream id or
+  // REFUSED_STREAM, RFC 9113 §8.7; h3: at or above a GOAWAY's id, RFC 9114 §5.2): not an
+  // error, the driver sends it again on another connection. `error` is set too, so that a
+  // caller ignoring the flag still sees a failure.
+  bool refused = false;
 };
 
 class Connection;

@@ -6,6 +6,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -27,6 +28,32 @@ int64_t now_ns() {
 
 int64_t to_ns(double s) {
   return int64_t(std::llround(s * 1e9));
+}
+
+// Open loop: the shortest sleep between two releases. The pacer releases every request that is
+// due when it wakes, so at high rates one timer arm serves several requests instead of one
+// (re-arming the timer per request cost two thirds of the CPU in the kernel's timerfd_settime
+// and halved the reachable rate). A request may so leave up to this much after its due time;
+// its latency counts from the due time, so the delay shows instead of hiding.
+constexpr int64_t kMinPaceSleepNs = 100'000;
+
+// What the report says about an error kind when the failure carried no text of its own.
+const char* default_detail(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::connect:
+      return "could not connect";
+    case ErrorKind::tls:
+      return "TLS handshake failed";
+    case ErrorKind::protocol:
+      return "the server broke the protocol";
+    case ErrorKind::reset:
+      return "stream reset or connection closed before the response ended";
+    case ErrorKind::timeout:
+      return "no response within --timeout";
+    case ErrorKind::none:
+      break;
+  }
+  return "";
 }
 
 class Worker : public ConnectionEvents {
@@ -80,7 +107,20 @@ class Worker : public ConnectionEvents {
     --s.inflight;
     --inflight_;
     s.last_progress = now;
-    record(int64_t(tag), done, now, s.timed_out);
+    if (done.refused && !s.timed_out && phase_ == Phase::running) {
+      // Never processed: sent again (first thing) on whichever connection has room, keeping
+      // its original start so the latency covers the detour.
+      retry_.push_back(int64_t(tag));
+      if (int64_t(tag) >= window_start_) ++result_.retried;
+      for (Slot& other : slots_) {
+        if (&other != &s) fill(other);
+      }
+    } else if (done.refused && phase_ != Phase::done) {
+      if (int64_t(tag) >= window_start_) ++result_.not_sent;  // too late to resend
+      maybe_stop_on_quota();
+    } else {
+      record(int64_t(tag), done, now, s.timed_out);
+    }
     if (phase_ == Phase::running) {
       fill(s);
     } else if (phase_ == Phase::draining && inflight_ == 0) {
@@ -103,9 +143,11 @@ class Worker : public ConnectionEvents {
         ++issued_;
         maybe_stop_on_quota();
       }
-    } else if (why != ErrorKind::none && !s.timed_out &&
-               result_.error_example[size_t(why)].empty()) {
+    } else if (why != ErrorKind::none && !s.timed_out && !detail.empty() &&
+               (result_.error_example[size_t(why)].empty() || example_is_default_[size_t(why)])) {
+      // The connection's own words beat the generic text its requests' failures left.
       result_.error_example[size_t(why)] = detail;
+      example_is_default_[size_t(why)] = false;
     }
     retired_in_ += conn.bytes_in();
     retired_out_ += conn.bytes_out();
@@ -225,19 +267,31 @@ class Worker : public ConnectionEvents {
     return quota_ == 0 || issued_ < quota_;
   }
 
-  void submit(Slot& s, int64_t intended, int64_t now) {
+  // `fresh`: a new request (counted against -n), not a refused one sent again.
+  void submit(Slot& s, int64_t intended, int64_t now, bool fresh = true) {
     ++s.inflight;
     ++inflight_;
-    if (quota_ > 0 && intended >= window_start_) ++issued_;
+    if (fresh && quota_ > 0 && intended >= window_start_) ++issued_;
     s.last_progress = s.inflight == 1 ? now : s.last_progress;
     s.conn->submit(uint64_t(intended));
   }
 
+  // Refused requests waiting to be sent again go first.
+  void resend(Slot& s, int64_t now) {
+    while (!retry_.empty() && s.conn && s.conn->free_slots() > 0) {
+      int64_t intended = retry_.front();
+      retry_.pop_front();
+      submit(s, intended, now, /*fresh=*/false);
+    }
+  }
+
   void fill(Slot& s) {
     if (!s.conn || !s.ready || phase_ != Phase::running) return;
+    if (!retry_.empty()) resend(s, now_ns());
     if (pacer_) {
       int64_t now = now_ns();
-      while (pacer_->backlog() > 0 && s.conn->free_slots() > 0) submit(s, pacer_->take(), now);
+      while (pacer_->backlog() > 0 && s.conn && s.conn->free_slots() > 0)
+        submit(s, pacer_->take(), now);
       if (s.conn && s.conn->free_slots() > 0 && !s.listed) {
         s.listed = true;
         idle_.push_back(uint32_t(&s - slots_.data()));
@@ -255,7 +309,7 @@ class Worker : public ConnectionEvents {
     if (phase_ != Phase::running) return;
     int64_t now = now_ns();
     pacer_->advance(now);
-    while (pacer_->backlog() > 0 && !idle_.empty()) {
+    while ((pacer_->backlog() > 0 || !retry_.empty()) && !idle_.empty()) {
       uint32_t idx = idle_.back();
       Slot& s = slots_[idx];
       if (!s.conn || !s.ready || s.conn->free_slots() == 0) {
@@ -263,14 +317,20 @@ class Worker : public ConnectionEvents {
         idle_.pop_back();
         continue;
       }
-      submit(s, pacer_->take(), now);
+      if (!retry_.empty()) {
+        resend(s, now);
+      } else {
+        submit(s, pacer_->take(), now);
+      }
     }
     int64_t next = pacer_->next_due();
     if (next == INT64_MAX) {
-      if (pacer_->backlog() == 0 && inflight_ == 0) stop();
+      if (pacer_->backlog() == 0 && retry_.empty() && inflight_ == 0) stop();
       return;
     }
-    pace_timer_.expires_after(std::chrono::nanoseconds(std::max<int64_t>(next - now_ns(), 0)));
+    // One arm per wake-up: whatever falls due during the sleep goes out together next time.
+    int64_t sleep = std::max(next - now_ns(), kMinPaceSleepNs);
+    pace_timer_.expires_after(std::chrono::nanoseconds(sleep));
     pace_timer_.async_wait([this](const error_code& ec) {
       if (!ec) pace();
     });
@@ -279,8 +339,7 @@ class Worker : public ConnectionEvents {
   void record(int64_t intended, const Completion& done, int64_t now, bool timed_out) {
     if (intended < window_start_) return;  // warm-up
     if (done.error != ErrorKind::none) {
-      count_error(timed_out ? ErrorKind::timeout : done.error,
-                  timed_out ? "no response within --timeout" : "", now);
+      count_error(timed_out ? ErrorKind::timeout : done.error, "", now);
     } else {
       ++result_.requests;
       ++result_.status[done.status];
@@ -295,26 +354,44 @@ class Worker : public ConnectionEvents {
   void count_error(ErrorKind kind, const std::string& detail, int64_t now) {
     if (phase_ == Phase::connecting || now < window_start_) return;
     ++result_.errors[size_t(kind)];
-    if (result_.error_example[size_t(kind)].empty() && !detail.empty())
-      result_.error_example[size_t(kind)] = detail;
+    // Every counted kind gets an example (the report promises one): the failure's own text, or
+    // a generic one that a later, more precise text (on_closed) replaces.
+    if (result_.error_example[size_t(kind)].empty()) {
+      example_is_default_[size_t(kind)] = detail.empty();
+      result_.error_example[size_t(kind)] = detail.empty() ? default_detail(kind) : detail;
+    }
     if (progress_) progress_->errors.fetch_add(1, std::memory_order_relaxed);
   }
 
   void maybe_stop_on_quota() {
     if (quota_ == 0 || phase_ != Phase::running) return;
-    if (issued_ >= quota_ && (!pacer_ || pacer_->backlog() == 0) && inflight_ == 0) stop();
+    if (issued_ >= quota_ && (!pacer_ || pacer_->backlog() == 0) && retry_.empty() &&
+        inflight_ == 0)
+      stop();
   }
 
-  // Stop issuing; wait for what is in flight at most the request timeout.
-  void stop() {
+  // Stop issuing; wait for what is in flight at most the request timeout, or not at all when
+  // interrupted (those requests then count as not finished).
+  void stop(bool interrupted = false) {
     if (phase_ != Phase::running) return;
     phase_ = Phase::draining;
+    stopped_at_ = now_ns();
     // Interrupted before the planned end: the window ends now.
-    if (window_end_ > 0) window_end_ = std::min(window_end_, std::max(now_ns(), window_start_));
+    if (window_end_ > 0) window_end_ = std::min(window_end_, std::max(stopped_at_, window_start_));
     pace_timer_.cancel();
-    if (pacer_) result_.not_sent = pacer_->backlog();
-    if (window_bytes_start_ < 0) window_bytes_start_ = 0;
+    if (pacer_) result_.not_sent += pacer_->backlog();
+    result_.not_sent += retry_.size();
+    retry_.clear();
+    // Still in the warm-up (the window timer has not fired): nothing was measured, so the
+    // window's bytes start from everything received so far, not from zero.
+    if (window_bytes_start_ < 0) window_bytes_start_ = cfg_.warmup_s > 0 ? total_bytes_in() : 0;
     window_bytes_end_ = total_bytes_in();
+    if (interrupted) {
+      result_.interrupted = true;
+      result_.not_finished = inflight_;
+      finish();
+      return;
+    }
     if (inflight_ == 0) {
       finish();
       return;
@@ -326,6 +403,7 @@ class Worker : public ConnectionEvents {
     if (phase_ == Phase::done) return;
     phase_ = Phase::done;
     finished_at_ = now_ns();
+    if (stopped_at_ > 0) result_.drain_s = double(finished_at_ - stopped_at_) / 1e9;
     result_.bytes_in = total_bytes_in();
     result_.bytes_out = total_bytes_out();
     if (window_bytes_end_ < 0) window_bytes_end_ = int64_t(result_.bytes_in);
@@ -369,10 +447,16 @@ class Worker : public ConnectionEvents {
   void sweep() {
     if (progress_ && progress_->stop_requested.load(std::memory_order_relaxed)) {
       if (phase_ == Phase::connecting) {
+        result_.interrupted = true;
         finish();
         return;
       }
-      if (phase_ == Phase::running) stop();
+      if (phase_ == Phase::draining) {
+        result_.interrupted = true;
+        result_.not_finished = inflight_;
+        finish();
+      }
+      if (phase_ == Phase::running) stop(/*interrupted=*/true);
       if (phase_ == Phase::done) return;
     }
     int64_t now = now_ns();
@@ -410,6 +494,9 @@ class Worker : public ConnectionEvents {
   int64_t last_completion_ = 0;
   int64_t finished_at_ = 0;
   int64_t drain_deadline_ = INT64_MAX;
+  int64_t stopped_at_ = 0;
+  std::deque<int64_t> retry_;  // intended starts of refused requests, to send again
+  std::array<bool, kErrorKinds> example_is_default_{};
   int64_t window_bytes_start_ = -1;
   int64_t window_bytes_end_ = -1;
   uint64_t issued_ = 0;
@@ -451,6 +538,10 @@ LoadResult run_load(const LoadConfig& cfg, Progress* progress) {
     total.window_bytes_in += r.window_bytes_in;
     total.body_bytes += r.body_bytes;
     total.not_sent += r.not_sent;
+    total.retried += r.retried;
+    total.not_finished += r.not_finished;
+    total.interrupted = total.interrupted || r.interrupted;
+    total.drain_s = std::max(total.drain_s, r.drain_s);
     if (w->measured()) {
       start = std::min(start, w->window_start());
       end = std::max(end, w->window_end());

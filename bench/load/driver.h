@@ -90,16 +90,29 @@ struct LoadResult {
   uint64_t window_bytes_in = 0;  // received during the measured window (approximately: the
                                  // bytes of the connections, sampled at the window's start)
   uint64_t body_bytes = 0;       // response body bytes in the window
-  uint64_t not_sent = 0;         // open loop: due requests still queued when the run ended
-  double duration_s = 0.0;       // the measured window
+  uint64_t not_sent = 0;         // open loop: due requests still queued when the run ended,
+                                 // and refused requests not resent before it ended
+  // Requests the server refused unprocessed (h2 GOAWAY / REFUSED_STREAM, h3 GOAWAY) and the
+  // driver sent again on another connection: not errors (RFC 9113 §8.7).
+  uint64_t retried = 0;
+  // Interrupted (SIGINT): requests still in flight when the run ended at once, neither
+  // responses nor errors.
+  uint64_t not_finished = 0;
+  bool interrupted = false;
+  double duration_s = 0.0;  // the measured window
+  // How long the run waited after the window for the requests in flight (at most --timeout
+  // plus a sweep period; about 0 when interrupted, which does not wait, and cut short by an
+  // interrupt during the drain). The window's figures do not include it.
+  double drain_s = 0.0;
 };
 
 // Live figures for the progress line, updated by the workers.
 struct Progress {
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> errors{0};
-  // Set from outside (SIGINT): the workers end the run as if its time were up, within their
-  // sweep period (at most 100 ms), and the report covers what ran.
+  // Set from outside (SIGINT): the workers end the run within their sweep period (at most
+  // 100 ms) without waiting for the requests in flight (they count as not finished), and the
+  // report covers what ran.
   std::atomic<bool> stop_requested{false};
 };
 

@@ -193,7 +193,7 @@ class H1Impl : public std::enable_shared_from_this<H1Impl<Tls>> {
   void on_connect(const error_code& ec) {
     if (closed_) return;
     if (ec) {
-      close(ErrorKind::connect, "connect: " + ec.message());
+      close(ErrorKind::connect, ec.message());  // the report prefixes "connect: "
       return;
     }
     error_code ignored;
@@ -210,7 +210,9 @@ class H1Impl : public std::enable_shared_from_this<H1Impl<Tls>> {
   void on_handshake(const error_code& ec) {
     if (closed_) return;
     if (ec) {
-      close(ErrorKind::tls, "TLS handshake: " + ec.message());
+      std::string why = ec.message();
+      if constexpr (Tls) why = handshake_failure(stream_.native_handle(), why);
+      close(ErrorKind::tls, "TLS handshake: " + why);
       return;
     }
     if constexpr (Tls) {

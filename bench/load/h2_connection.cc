@@ -110,8 +110,12 @@ class H2Impl : public std::enable_shared_from_this<H2Impl>, public h2::ClientHan
   uint64_t bytes_out() const { return transport_.bytes_out(); }
 
   // h2::ClientHandler: called from inside recv() / pending_output().
-  void on_response_head(int32_t id, int status, http::HeaderMap&&, bool) override {
-    if (Slot* s = find(id)) s->status = status;
+  void on_response_head(int32_t id, int status, http::HeaderMap&&, bool end_stream) override {
+    // END_STREAM on HEADERS (HEAD, 204, 304, an empty 200): no on_response_end follows.
+    if (Slot* s = find(id)) {
+      s->status = status;
+      if (end_stream) s->ended = true;
+    }
   }
   void on_response_data(int32_t id, std::string_view data) override {
     if (Slot* s = find(id)) s->body_bytes += data.size();
@@ -122,6 +126,9 @@ class H2Impl : public std::enable_shared_from_this<H2Impl>, public h2::ClientHan
     if (Slot* s = find(id)) s->ended = true;
   }
   void on_stream_reset(int32_t, uint32_t) override {}
+  void on_stream_refused(int32_t id) override {
+    if (Slot* s = find(id)) s->refused = true;
+  }
   void on_stream_closed(int32_t id, uint32_t) override {
     auto it =
         std::find_if(streams_.begin(), streams_.end(), [id](const Slot& s) { return s.id == id; });
@@ -132,6 +139,7 @@ class H2Impl : public std::enable_shared_from_this<H2Impl>, public h2::ClientHan
       c.body_bytes = it->body_bytes;
     } else {
       c.error = ErrorKind::reset;
+      c.refused = it->refused;
     }
     done_.push_back({it->tag, c});
     *it = streams_.back();
@@ -149,6 +157,7 @@ class H2Impl : public std::enable_shared_from_this<H2Impl>, public h2::ClientHan
     uint64_t body_bytes = 0;
     size_t body_sent = 0;
     bool ended = false;
+    bool refused = false;  // the server never processed it: the driver resends it
   };
 
   static Completion failed(ErrorKind kind) {
@@ -175,7 +184,7 @@ class H2Impl : public std::enable_shared_from_this<H2Impl>, public h2::ClientHan
   void on_connect(const error_code& ec) {
     if (closed_) return;
     if (ec) {
-      close(ErrorKind::connect, "connect: " + ec.message());
+      close(ErrorKind::connect, ec.message());  // the report prefixes "connect: "
       return;
     }
     std::string err;

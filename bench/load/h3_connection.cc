@@ -218,6 +218,7 @@ class Impl : public std::enable_shared_from_this<Impl> {
   void build_header_fields() {
     scheme_ = "https";
     method_ = req_.method;
+    is_head_ = method_ == "HEAD";
     req_path_ = req_.path.empty() ? "/" : req_.path;
     names_.reserve(req_.headers.size() + 2);
     values_.reserve(req_.headers.size() + 2);
@@ -386,6 +387,7 @@ class Impl : public std::enable_shared_from_this<Impl> {
     cb.deferred_consume = &Impl::h3_deferred_consume;
     cb.begin_headers = &Impl::h3_begin_headers;
     cb.recv_header = &Impl::h3_recv_header;
+    cb.end_headers = &Impl::h3_end_headers;
     cb.stop_sending = &Impl::h3_stop_sending;
     cb.end_stream = &Impl::h3_end_stream;
     cb.reset_stream = &Impl::h3_reset_stream;
@@ -808,12 +810,13 @@ class Impl : public std::enable_shared_from_this<Impl> {
     pending_head_ = 0;
   }
 
-  void complete(H3Stream* s, ErrorKind error) {
+  void complete(H3Stream* s, ErrorKind error, bool refused = false) {
     if (s->done) return;
     s->done = true;
     Completion c;
     c.body_bytes = s->body_bytes;
     c.error = error;
+    c.refused = refused;
     if (error == ErrorKind::none) {
       if (s->status == 0) c.error = ErrorKind::protocol;  // a response without :status
       c.status = s->status;
@@ -821,17 +824,31 @@ class Impl : public std::enable_shared_from_this<Impl> {
     completions_.push_back({s->tag, c});
   }
 
-  // After GOAWAY(id), the server will not process streams >= id: they fail now instead of
-  // waiting for the idle timeout.
+  // After GOAWAY(id), the server will not process streams >= id (RFC 9114 §5.2): they end now
+  // instead of waiting for the idle timeout, as refused, so the driver resends them.
   void cancel_beyond_goaway() {
     if (!goaway_ || goaway_id_ == INT64_MAX) return;
     for (auto& s : streams_) {
       if (s->in_use && !s->done && s->id >= goaway_id_) {
-        complete(s.get(), ErrorKind::reset);
+        complete(s.get(), ErrorKind::reset, /*refused=*/true);
         ngtcp2_conn_shutdown_stream(conn_, s->id, NGHTTP3_H3_REQUEST_CANCELLED);
       }
     }
     goaway_id_ = INT64_MAX;
+  }
+
+  // The server broke HTTP on one request stream: fail that request (a no-op if it already
+  // completed) and reset the stream both ways; the stream then closes through the usual
+  // callbacks, which return its slot.
+  void stream_failed(int64_t stream_id) {
+    for (auto& st : streams_) {
+      if (st->in_use && st->id == stream_id) {
+        complete(st.get(), ErrorKind::protocol);
+        break;
+      }
+    }
+    nghttp3_conn_shutdown_stream_read(h3_, stream_id);
+    ngtcp2_conn_shutdown_stream(conn_, stream_id, NGHTTP3_H3_MESSAGE_ERROR);
   }
 
   void set_app_error(uint64_t code) {
@@ -938,6 +955,14 @@ class Impl : public std::enable_shared_from_this<Impl> {
     Impl* s = self(user_data);
     nghttp3_ssize n =
         nghttp3_conn_read_stream(s->h3_, stream_id, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN);
+    if (n == NGHTTP3_ERR_MALFORMED_HTTP_MESSAGING && ngtcp2_is_bidi_stream(stream_id)) {
+      // A malformed response is a stream error, not a connection error (RFC 9114 §4.1.2):
+      // only this request fails (already complete for HEAD, see h3_end_headers), the
+      // connection and its other requests go on. nghttp3 0.8 leaves resetting it to us.
+      s->stream_failed(stream_id);
+      ngtcp2_conn_extend_max_offset(conn, len);  // the bytes are dropped, not held
+      return 0;
+    }
     if (n < 0) {
       s->set_app_error(nghttp3_err_infer_quic_app_error_code(static_cast<int>(n)));
       s->detail_ = std::string("HTTP/3: ") + nghttp3_strerror(static_cast<int>(n));
@@ -1089,6 +1114,17 @@ class Impl : public std::enable_shared_from_this<Impl> {
     return 0;
   }
 
+  static int h3_end_headers(nghttp3_conn*, int64_t, int, void* user_data, void* stream_user_data) {
+    // The response to HEAD ends with its header section (RFC 9110 §9.3.2): complete it now.
+    // Some servers send the body anyway (quic-go before 0.40, so Caddy 2.6), which nghttp3
+    // then rejects as malformed; the request is already counted and only its stream is reset
+    // (on_recv_stream_data). A 1xx head does not count (status reset by h3_begin_headers).
+    auto* st = static_cast<H3Stream*>(stream_user_data);
+    Impl* s = self(user_data);
+    if (st != nullptr && s->is_head_ && st->status >= 200) s->complete(st, ErrorKind::none);
+    return 0;
+  }
+
   static int h3_end_stream(nghttp3_conn*, int64_t, void* user_data, void* stream_user_data) {
     // The response is complete; the stream itself closes once our side is acknowledged too,
     // which must not add to the measured latency.
@@ -1151,6 +1187,7 @@ class Impl : public std::enable_shared_from_this<Impl> {
   const std::string k_authority_ = ":authority";
   const std::string k_path_ = ":path";
   std::string method_, scheme_, req_path_;
+  bool is_head_ = false;
   std::vector<std::string> names_, values_;
   std::vector<nghttp3_nv> nva_;
 

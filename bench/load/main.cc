@@ -5,8 +5,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <thread>
@@ -22,7 +24,8 @@ using namespace hsp::bench;
 
 Progress* g_progress = nullptr;
 
-// The first Ctrl-C ends the run early with a report of what ran; a second one kills.
+// The first Ctrl-C ends the run at once (the workers see it within 100 ms and do not wait for
+// requests in flight) with a report of what ran; a second one kills (SIG_DFL).
 void on_interrupt(int) {
   if (g_progress) g_progress->stop_requested.store(true, std::memory_order_relaxed);
   signal(SIGINT, SIG_DFL);
@@ -81,7 +84,25 @@ int main(int argc, char** argv) {
   }
   const Options& opts = cli.options;
 
+  // --histogram: find out now, not after a long run, that the file cannot be written.
+  bool histogram_stdout = opts.histogram_file == "-";
+  std::ofstream histogram;
+  if (!opts.histogram_file.empty() && !histogram_stdout) {
+    histogram.open(opts.histogram_file, std::ios::trunc);
+    if (!histogram) {
+      std::fprintf(stderr, "hsp-bench: --histogram: cannot write '%s': %s\n",
+                   opts.histogram_file.c_str(), std::strerror(errno));
+      return 2;
+    }
+  }
+
   Target target = resolve_target(opts);
+  if (!opts.connect_to.empty() && !target.connect_to_matched) {
+    std::fprintf(stderr,
+                 "hsp-bench: warning: no --connect-to rule matches %s:%u; connecting to the "
+                 "URL's host itself\n",
+                 opts.url.host.c_str(), unsigned(opts.url.port));
+  }
   LoadConfig cfg;
   Endpoint& ep = cfg.endpoint;
   std::string error;
@@ -96,6 +117,13 @@ int main(int argc, char** argv) {
   ep.tls = opts.url.https;
   ep.ca_file = opts.ca_file;
   ep.insecure = opts.insecure;
+  if (ep.tls && !ep.ca_file.empty()) {
+    // The CA file must load (OpenSSL's view; the h3 connections read it with GnuTLS).
+    if (!client_context(ep, kAlpnAuto, error)) {
+      std::fprintf(stderr, "hsp-bench: --cacert: %s\n", error.c_str());
+      return 2;
+    }
+  }
   switch (opts.proto) {
     case ProtoChoice::automatic:
       ep.proto = Proto::h1;
@@ -164,19 +192,22 @@ int main(int argc, char** argv) {
   if (show) std::fputs("\r\033[K", stderr);
 
   RunInfo info = run_info(opts, ep.proto, ep.tls);
-  if (opts.json) {
-    std::fputs(json_report(info, result).c_str(), stdout);
-  } else {
-    std::fputs(text_report(info, result).c_str(), stdout);
-  }
-  if (!opts.histogram_file.empty()) {
-    std::ofstream out(opts.histogram_file, std::ios::trunc);
-    out << result.latency_ns.percentile_distribution(1e6);
-    if (!out) {
+  // `--histogram -` owns stdout; the report then goes to stderr.
+  FILE* report_out = histogram_stdout ? stderr : stdout;
+  std::fputs(opts.json ? json_report(info, result).c_str() : text_report(info, result).c_str(),
+             report_out);
+  std::fflush(report_out);
+  if (histogram_stdout) {
+    std::fputs(result.latency_ns.percentile_distribution(1e6).c_str(), stdout);
+  } else if (!opts.histogram_file.empty()) {
+    histogram << result.latency_ns.percentile_distribution(1e6);
+    histogram.close();
+    if (!histogram) {
       std::fprintf(stderr, "hsp-bench: --histogram: cannot write '%s'\n",
                    opts.histogram_file.c_str());
       return 1;
     }
   }
-  return 0;
+  // Nothing succeeded (no response of any status): a script must not take the run for good.
+  return result.requests == 0 ? 1 : 0;
 }

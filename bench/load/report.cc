@@ -66,6 +66,7 @@ std::string json_report(const RunInfo& info, const LoadResult& r) {
   nlohmann::ordered_json j;
   j["url"] = info.url;
   j["proto"] = json_proto(info.proto);
+  j["h2c"] = info.proto == Proto::h2c;
   j["tls"] = info.tls;
   j["mode"] = info.open_loop ? "open" : "closed";
   j["rate"] = info.open_loop ? nlohmann::ordered_json(info.rate) : nlohmann::ordered_json();
@@ -84,9 +85,24 @@ std::string json_report(const RunInfo& info, const LoadResult& r) {
   nlohmann::ordered_json errors = nlohmann::ordered_json::object();
   for (size_t k = 1; k < kErrorKinds; ++k) errors[error_name(ErrorKind(k))] = r.errors[k];
   j["errors"] = errors;
+  nlohmann::ordered_json examples = nlohmann::ordered_json::object();
+  for (size_t k = 1; k < kErrorKinds; ++k) {
+    if (r.errors[k] > 0) examples[error_name(ErrorKind(k))] = r.error_example[k];
+  }
+  j["error_examples"] = examples;
   j["reconnects"] = r.reconnects;
   j["not_sent"] = r.not_sent;
+  j["retried"] = r.retried;
+  j["not_finished"] = r.not_finished;
+  j["interrupted"] = r.interrupted;
+  j["drain_s"] = r.drain_s;
   const Histogram& h = r.latency_ns;
+  if (r.requests == 0) {
+    // Nothing succeeded: no latency to speak of (zeros would read as "very fast").
+    j["latency_us"] = {{"min", nullptr}, {"mean", nullptr}, {"p50", nullptr}, {"p90", nullptr},
+                       {"p99", nullptr}, {"p999", nullptr}, {"max", nullptr}, {"stddev", nullptr}};
+    return j.dump() + "\n";
+  }
   j["latency_us"] = {{"min", us(h.min())},
                      {"mean", h.mean() / 1000.0},
                      {"p50", us(h.value_at_percentile(50))},
@@ -147,6 +163,23 @@ std::string text_report(const RunInfo& info, const LoadResult& r) {
   }
   std::snprintf(line, sizeof line, "  reconnects    %llu\n", (unsigned long long)r.reconnects);
   out += line;
+  if (r.retried > 0) {
+    std::snprintf(line, sizeof line,
+                  "  retried       %llu (refused unprocessed by the server, sent again)\n",
+                  (unsigned long long)r.retried);
+    out += line;
+  }
+  if (r.drain_s >= 0.01) {
+    std::snprintf(line, sizeof line,
+                  "  drain         %.2f s after the window, waiting for requests in flight\n",
+                  r.drain_s);
+    out += line;
+  }
+  if (r.interrupted) {
+    std::snprintf(line, sizeof line, "  interrupted   %llu request%s in flight not finished\n",
+                  (unsigned long long)r.not_finished, r.not_finished == 1 ? "" : "s");
+    out += line;
+  }
   if (r.not_sent > 0) {
     std::snprintf(line, sizeof line, "  not sent      %llu (due but still queued at the end)\n",
                   (unsigned long long)r.not_sent);
@@ -154,6 +187,10 @@ std::string text_report(const RunInfo& info, const LoadResult& r) {
   }
   const Histogram& h = r.latency_ns;
   out += "  latency       min       mean      p50       p90       p99       p99.9     max\n";
+  if (r.requests == 0) {
+    out += "                n/a (no request succeeded)\n";
+    return out;
+  }
   std::snprintf(line, sizeof line, "                %-9s %-9s %-9s %-9s %-9s %-9s %s\n",
                 human_us(us(h.min())).c_str(), human_us(h.mean() / 1000.0).c_str(),
                 human_us(us(h.value_at_percentile(50))).c_str(),

@@ -76,6 +76,14 @@ bool configure_client_ssl(SSL* ssl, const Endpoint& ep, std::string& error) {
   return true;
 }
 
+std::string handshake_failure(SSL* ssl, const std::string& fallback) {
+  // Not just "certificate verify failed": which check failed and why.
+  long verify = SSL_get_verify_result(ssl);
+  if (verify != X509_V_OK)
+    return std::string("certificate: ") + X509_verify_cert_error_string(verify);
+  return fallback;
+}
+
 std::string selected_alpn(SSL* ssl) {
   const unsigned char* p = nullptr;
   unsigned int len = 0;
@@ -136,7 +144,9 @@ bool probe_alpn(const Endpoint& ep, std::string_view alpn, double timeout_s, std
           timer.cancel();
           if (hec) {
             kind = timed_out ? ErrorKind::timeout : ErrorKind::tls;
-            error = "TLS handshake: " + hec.message();
+            error = "TLS handshake: " +
+                    (timed_out ? hec.message()
+                               : handshake_failure(stream.native_handle(), hec.message()));
             return;
           }
           proto = selected_alpn(stream.native_handle());

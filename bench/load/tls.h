@@ -25,6 +25,11 @@ std::shared_ptr<boost::asio::ssl::context> client_context(const Endpoint& ep, st
 // Per connection: SNI and the host (or IP) check of the certificate.
 bool configure_client_ssl(SSL* ssl, const Endpoint& ep, std::string& error);
 
+// Why a client handshake failed, for the report: OpenSSL's reason when the certificate did
+// not verify ("certificate: self-signed certificate", X509_verify_cert_error_string), else
+// `fallback` (the TLS layer's own message).
+std::string handshake_failure(SSL* ssl, const std::string& fallback);
+
 // The ALPN protocol the server selected ("" when none).
 std::string selected_alpn(SSL* ssl);
 

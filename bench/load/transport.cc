@@ -68,10 +68,7 @@ bool Transport::handshake(Wait& wait, std::string& error) {
     wait = Wait::write;
   } else {
     wait = Wait::none;
-    long verify = SSL_get_verify_result(ssl_);
-    error = verify != X509_V_OK
-                ? std::string("certificate: ") + X509_verify_cert_error_string(verify)
-                : ssl_error_text(err);
+    error = handshake_failure(ssl_, ssl_error_text(err));
   }
   return false;
 }

@@ -13,6 +13,13 @@ near a trust store) and h2c (prior knowledge).
   correction promises.
 - The report: --json keys, --histogram, status counts, errors by kind, -n, --body, -H,
   --connect-to, TLS verification, and the exit code of bad options.
+- Fresh-user findings: HEAD and 204 over h2/h2c are responses, not resets; streams nginx
+  refuses after `keepalive_requests 50` (GOAWAY) are sent again, not counted as errors; Ctrl-C
+  does not wait for requests in flight (against a server that never answers, a socket here
+  that only listens); the drain after -d is reported; an interrupted warm-up reports no bytes;
+  --histogram is checked at start and `-` moves the report to stderr; a non-PEM --cacert, a
+  --connect-to that matches nothing, OpenSSL's verification reason, exit status 1 when
+  nothing succeeded.
 
 Needs $HSP_BENCH (ctest sets it), nginx, wrk, h2load, openssl and taskset. Loads are short and
 bounded (-d/-n) and only ever go to the nginx started here."""
@@ -22,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -72,7 +80,18 @@ http {{
     ssl_certificate_key {dir}/key.pem;
     location = / {{ access_log off; return 200 "hello from nginx\\n"; }}
     location = /missing {{ access_log off; return 404; }}
+    location = /empty {{ access_log off; return 204; }}
     location /log/ {{ return 200 "$host\\n"; }}
+  }}
+  # Connections end after 50 requests: nginx sends GOAWAY and refuses the streams above its
+  # last stream id, which a client must send again elsewhere (RFC 9113 §8.7).
+  server {{
+    listen {ip}:{tls50} ssl http2;
+    listen {ip}:{h2c50} http2;
+    ssl_certificate {dir}/cert.pem;
+    ssl_certificate_key {dir}/key.pem;
+    keepalive_requests 50;
+    location = / {{ access_log off; return 200 "hello from nginx\\n"; }}
   }}
 }}
 """
@@ -84,6 +103,8 @@ class Nginx:
         self.h1 = harness.free_port()
         self.tls = harness.free_port()
         self.h2c = harness.free_port()
+        self.tls50 = harness.free_port()
+        self.h2c50 = harness.free_port()
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
              "-nodes", "-days", "2", "-subj", "/CN=bench.test", "-addext",
@@ -95,10 +116,10 @@ class Nginx:
         conf = os.path.join(self.dir, "nginx.conf")
         with open(conf, "w") as f:
             f.write(NGINX_CONF.format(dir=self.dir, ip=LOOPBACK, h1=self.h1, tls=self.tls,
-                                      h2c=self.h2c))
+                                      h2c=self.h2c, tls50=self.tls50, h2c50=self.h2c50))
         self.proc = harness.Proc(["taskset", "-c", SERVER_CPU, NGINX, "-c", conf,
                                   "-e", os.path.join(self.dir, "error.log")])
-        for port in (self.h1, self.tls, self.h2c):
+        for port in (self.h1, self.tls, self.h2c, self.tls50, self.h2c50):
             harness.wait_port(port, proc=self.proc)
 
     def pids(self):
@@ -139,9 +160,10 @@ def bench(*args, timeout=60, pin=True):
     return run(argv, timeout=timeout)
 
 
-def bench_json(*args, timeout=60):
+def bench_json(*args, timeout=60, rc_expected=0):
+    """rc_expected: 1 for runs where no request can succeed (the exit status says so)."""
     rc, out, err = bench(*args, "--json", timeout=timeout)
-    if rc != 0:
+    if rc != rc_expected:
         raise AssertionError("hsp-bench rc=%d\n%s\n%s" % (rc, out, err))
     lines = [l for l in out.splitlines() if l.strip()]
     assert len(lines) == 1, out  # exactly one JSON object on stdout
@@ -218,6 +240,7 @@ class CompareWithReferenceTools(unittest.TestCase):
     def test_h2c_prior_knowledge(self):
         r = bench_json(url(SERVER.h2c), "--proto", "h2c", "-c", "4", "-m", "8", "-n", "4000")
         self.assertEqual(r["proto"], "h2")
+        self.assertTrue(r["h2c"])
         self.assertFalse(r["tls"])
         self.assertEqual(r["requests"], 4000)
         self.assertEqual(r["status"], {"200": 4000})
@@ -326,13 +349,21 @@ class Report(unittest.TestCase):
 
     def test_connection_refused_counts_connect_errors(self):
         port = harness.closed_port()
-        r = bench_json(url(port), "-c", "2", "-n", "20", "--timeout", "2")
+        r = bench_json(url(port), "-c", "2", "-n", "20", "--timeout", "2", rc_expected=1)
         self.assertEqual(r["requests"], 0)
         self.assertEqual(r["status"], {})
         self.assertEqual(r["errors"]["connect"], 20, r)
         self.assertEqual(sum(r["errors"].values()), 20, r)
-        r = bench_json(url(port), "-c", "2", "-d", "1")
+        r = bench_json(url(port), "-c", "2", "-d", "1", rc_expected=1)
         self.assertGreater(r["errors"]["connect"], 0, r)
+        self.assertEqual(r["error_examples"]["connect"], "Connection refused", r)
+        self.assertIsNone(r["latency_us"]["p50"], r)  # nothing to measure: no figure
+        # Text: the kind is named once ("connect: connect: ..." before), latency is n/a.
+        rc, out, err = bench(url(port), "-c", "1", "-n", "3", "--timeout", "2")
+        self.assertEqual(rc, 1, (out, err))
+        self.assertIn("(connect: Connection refused)", out)
+        self.assertNotIn("connect: connect", out)
+        self.assertIn("n/a", out)
 
     def test_request_count_is_exact(self):
         before = len(SERVER.access_log())
@@ -384,15 +415,24 @@ class Report(unittest.TestCase):
 
     def test_tls_verification(self):
         # No CA given: the system store does not know this certificate.
-        r = bench_json(url(SERVER.tls, scheme="https"), "--proto", "h1", "-c", "1", "-n", "3")
+        r = bench_json(url(SERVER.tls, scheme="https"), "--proto", "h1", "-c", "1", "-n", "3",
+                       rc_expected=1)
         self.assertEqual(r["requests"], 0)
         self.assertEqual(r["errors"]["tls"], 3, r)
-        r = bench_json(url(SERVER.tls, scheme="https"), "--proto", "h2", "-c", "1", "-n", "3")
+        # OpenSSL's reason, not just "certificate verify failed".
+        self.assertIn("self-signed certificate", r["error_examples"]["tls"])
+        r = bench_json(url(SERVER.tls, scheme="https"), "--proto", "h2", "-c", "1", "-n", "3",
+                       rc_expected=1)
         self.assertEqual(r["errors"]["tls"], 3, r)
+        self.assertIn("self-signed certificate", r["error_examples"]["tls"])
+        # --proto auto probes the server first: its failure says why too.
+        rc, out, err = bench(url(SERVER.tls, scheme="https"), "-c", "1", "-n", "1")
+        self.assertEqual(rc, 1, (out, err))
+        self.assertIn("self-signed certificate", err)
         # Wrong name: the certificate is for bench.test and 127.0.0.1 only.
         r = bench_json("https://wrong.test/", "--connect-to",
                        "wrong.test:443:%s:%d" % (LOOPBACK, SERVER.tls), "--cacert", SERVER.cert,
-                       "--proto", "h1", "-c", "1", "-n", "2")
+                       "--proto", "h1", "-c", "1", "-n", "2", rc_expected=1)
         self.assertEqual(r["errors"]["tls"], 2, r)
         r = bench_json("https://wrong.test/", "--connect-to",
                        "wrong.test:443:%s:%d" % (LOOPBACK, SERVER.tls), "-k", "-c", "1", "-n",
@@ -426,6 +466,153 @@ class Report(unittest.TestCase):
             self.assertEqual(rc, 2, (args, out, err))
             self.assertEqual(len(err.strip().splitlines()), 1, err)
             self.assertIn(name, err)
+
+
+class SilentServer:
+    """Accepts TCP connections (through the kernel's backlog) and never answers a byte."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
+
+
+def interrupt_after(argv, delay, timeout=30):
+    """Starts hsp-bench, sends SIGINT after `delay` s; returns (rc, out, err, seconds from the
+    signal to the exit)."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(delay)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=timeout)
+        return p.returncode, out, err, time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+class BodylessAndRefused(unittest.TestCase):
+    def test_responses_without_a_body_over_h2_and_h2c(self):
+        # HEAD and 204 end with END_STREAM on HEADERS: no on_response_end follows, and these
+        # were counted as `reset` errors.
+        for base in (["--proto", "h2", "--cacert", SERVER.cert, url(SERVER.tls, scheme="https")],
+                     ["--proto", "h2c", url(SERVER.h2c)]):
+            for path, extra, status in (("/", ["-X", "HEAD"], "200"), ("/empty", [], "204")):
+                target = base[-1].rstrip("/") + path
+                r = bench_json(*base[:-1], target, *extra, "-c", "2", "-m", "4", "-n", "200")
+                self.assertEqual(r["status"], {status: 200}, r)
+                self.assertEqual(sum(r["errors"].values()), 0, r)
+                self.assertEqual(r["reconnects"], 0, r)
+                self.assertEqual(r["body_bytes"], 0, r)
+
+    def test_refused_streams_are_sent_again_not_counted(self):
+        # nginx closes each connection after 50 requests with GOAWAY; the streams above its
+        # last stream id were never processed and go out again on a new connection.
+        for args in (["--proto", "h2", "--cacert", SERVER.cert,
+                      url(SERVER.tls50, scheme="https")],
+                     ["--proto", "h2c", url(SERVER.h2c50)]):
+            r = bench_json(*args, "-c", "4", "-m", "10", "-n", "2000")
+            harness.log("keepalive_requests 50, %s: retried %d, reconnects %d" % (
+                args[1], r["retried"], r["reconnects"]))
+            self.assertEqual(r["requests"], 2000, r)
+            self.assertEqual(r["status"], {"200": 2000}, r)
+            self.assertEqual(sum(r["errors"].values()), 0, r)
+            self.assertGreaterEqual(r["reconnects"], 2000 // 50 - 4, r)
+
+
+class InterruptAndDrain(unittest.TestCase):
+    def test_interrupt_does_not_wait_for_requests_in_flight(self):
+        silent = SilentServer()
+        try:
+            rc, out, err, took = interrupt_after(
+                [bench_binary(), url(silent.port), "-c", "3", "-d", "60", "--timeout", "30",
+                 "--json"], delay=1.0)
+        finally:
+            silent.close()
+        harness.log("interrupt with 3 requests in flight: exited %.2f s after SIGINT" % took)
+        self.assertLess(took, 5, err)  # not the 30 s --timeout
+        r = json.loads(out)
+        self.assertTrue(r["interrupted"], r)
+        self.assertEqual(r["not_finished"], 3, r)
+        self.assertEqual(sum(r["errors"].values()), 0, r)  # not timeouts
+        self.assertEqual(rc, 1, err)  # nothing succeeded
+
+    def test_drain_time_is_reported(self):
+        silent = SilentServer()
+        try:
+            t0 = time.monotonic()
+            r = bench_json(url(silent.port), "-c", "2", "-d", "1", "--timeout", "2",
+                           rc_expected=1)
+            took = time.monotonic() - t0
+            rc, out, err = bench(url(silent.port), "-c", "1", "-d", "1", "--timeout", "2")
+        finally:
+            silent.close()
+        # The requests went out at the start and time out 2 s later, 1 s after the window: the
+        # report says so instead of passing the 2 s off as "in 1.00 s".
+        self.assertAlmostEqual(r["duration_s"], 1.0, delta=0.2, msg=r)
+        self.assertGreaterEqual(r["drain_s"], 0.8, r)
+        self.assertGreaterEqual(took, 1.8)
+        self.assertEqual(r["errors"]["timeout"], 2, r)
+        # Every kind counted carries an example, even when the failure had no text of its own.
+        self.assertEqual(r["error_examples"], {"timeout": "no response within --timeout"}, r)
+        self.assertIn("drain", out)
+        self.assertIn("after the window", out)
+
+    def test_interrupt_during_warmup_reports_no_window_bytes(self):
+        rc, out, err, _ = interrupt_after(
+            ["taskset", "-c", TOOL_CPU, bench_binary(), url(SERVER.h1), "-c", "2", "-w", "30",
+             "-d", "5", "--json"], delay=1.5)
+        r = json.loads(out)
+        self.assertEqual(r["requests"], 0, r)
+        self.assertEqual(r["bytes_in"], 0, r)  # the warm-up's bytes are not the window's
+        self.assertEqual(r["body_bytes"], 0, r)
+        self.assertEqual(rc, 1, err)
+
+
+class ExitStatusAndFiles(unittest.TestCase):
+    def test_histogram_file_checked_at_start(self):
+        rc, out, err = bench(url(SERVER.h1), "-n", "10", "--histogram",
+                             "/nonexistent-dir/lat.hgrm", pin=False)
+        self.assertEqual(rc, 2, (out, err))
+        self.assertIn("--histogram", err)
+        self.assertEqual(out, "")  # no run happened
+
+    def test_histogram_to_stdout_moves_the_report_to_stderr(self):
+        rc, out, err = bench(url(SERVER.h1), "-c", "1", "-n", "50", "--histogram", "-",
+                             "--json")
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out.splitlines()[0], r"Value\s+Percentile")
+        r = json.loads(err)
+        self.assertEqual(r["requests"], 50)
+
+    def test_non_pem_cacert_is_a_start_up_error(self):
+        with tempfile.NamedTemporaryFile(suffix=".der") as f:
+            f.write(b"\x30\x82\x01\x0a not a PEM file")
+            f.flush()
+            rc, out, err = bench(url(SERVER.tls, scheme="https"), "--cacert", f.name, "-n", "1",
+                                 pin=False)
+        self.assertEqual(rc, 2, (out, err))
+        self.assertIn("--cacert", err)
+
+    def test_connect_to_matching_nothing_warns(self):
+        rc, out, err = bench(url(SERVER.h1), "--connect-to", "other.test:80:%s:1" % LOOPBACK,
+                             "-c", "1", "-n", "5")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("200: 5", out)
+        self.assertIn("warning: no --connect-to rule matches", err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+
+    def test_help_documents_exit_status_and_interrupts(self):
+        rc, out, err = bench("--help", pin=False)
+        self.assertEqual(rc, 0)
+        self.assertIn("Exit status", out)
+        self.assertIn("second Ctrl-C", out)
 
 
 if __name__ == "__main__":

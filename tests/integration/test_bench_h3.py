@@ -9,7 +9,9 @@ An HTTP/1.1 upstream of ours behind `reverse_proxy` checks uploaded bodies byte 
 
 Checks: 200 requests with -c 2 -m 10 all 200 and reported as h3, and Caddy saw HTTP/3.0;
 a 1 MiB response body counted exactly; a POST body arrives intact; an unknown CA gives tls
-errors and -k passes; nothing listening on the UDP port gives connect errors without hanging.
+errors and -k passes; nothing listening on the UDP port gives connect errors without hanging;
+HEAD and 204 are responses, not resets (Caddy 2.6's quic-go sends a body after a HEAD head,
+which nghttp3 rejects: only that stream is reset, the request was complete at its head).
 
 $HSP_BENCH is the hsp-bench binary (ctest sets it). Loads are small and bounded (-n).
 """
@@ -92,6 +94,9 @@ https://localhost:__PORT__ {
 	}
 	handle /upload {
 		reverse_proxy __UP__
+	}
+	handle /empty {
+		respond 204
 	}
 	handle {
 		respond "hello" 200
@@ -204,6 +209,17 @@ class BenchH3Test(unittest.TestCase):
         protos = {r["request"].get("proto") for r in records}
         self.assertGreaterEqual(len(records), 200)
         self.assertEqual(protos, {"HTTP/3.0"})
+
+    def test_responses_without_a_body_are_not_errors(self):
+        # HEAD (a head with content-length and no DATA) and 204: the response ends with the
+        # head; both used to count as `reset` and cost a reconnect each.
+        for path, args, status in (("/", ["-X", "HEAD"], "200"), ("/empty", [], "204")):
+            report, _ = self.bench(self.caddy.url(path), "-n", "100", "-c", "2", "-m", "5",
+                                   "--cacert", self.caddy.root, *args)
+            self.assertEqual(report["status"], {status: 100}, report)
+            self.assertEqual(self.errors(report), {}, report)
+            self.assertEqual(report["reconnects"], 0, report)
+            self.assertEqual(report["body_bytes"], 0, report)
 
     def test_large_response_body_counted_exactly(self):
         n = 8

@@ -160,10 +160,34 @@ TEST(Cli, ConnectToWildcardsAndNoMatch) {
   EXPECT_EQ(t.connect_host, "127.0.0.1");
   EXPECT_EQ(t.connect_port, 8080);
   EXPECT_EQ(t.authority, "site.test");
+  EXPECT_TRUE(t.connect_to_matched);
   o = ok({"http://site.test/", "--connect-to", "elsewhere:80:127.0.0.1:8080"});
   t = resolve_target(o);
   EXPECT_EQ(t.connect_host, "site.test");
   EXPECT_EQ(t.connect_port, 80);
+  EXPECT_FALSE(t.connect_to_matched);  // main() warns: the URL's own host gets the load
+}
+
+TEST(Cli, CaCertMustBePem) {
+  std::string der = testing::TempDir() + "hsp_bench_ca.der";
+  std::string pem = testing::TempDir() + "hsp_bench_ca.pem";
+  {
+    std::ofstream out(der, std::ios::binary);
+    out << std::string("\x30\x82\x01\x0a binary", 12);
+    std::ofstream out2(pem);
+    out2 << "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  }
+  expect_error({"https://127.0.0.1/", "--cacert", der}, "--cacert");
+  ok({"https://127.0.0.1/", "--cacert", pem});  // OpenSSL judges the content at start-up
+  std::remove(der.c_str());
+  std::remove(pem.c_str());
+}
+
+TEST(Cli, HelpStatesExitStatusInterruptsAndHistogramStdout) {
+  CliResult r = parse({"--help"});
+  EXPECT_NE(r.message.find("Exit status"), std::string::npos);
+  EXPECT_NE(r.message.find("second Ctrl-C exits at once"), std::string::npos);
+  EXPECT_NE(r.message.find("'-': to stdout"), std::string::npos);
 }
 
 TEST(Cli, SniOverride) {

@@ -63,6 +63,7 @@ TEST(Report, OpenLoopAndH2c) {
   EXPECT_EQ(j["mode"], "open");
   EXPECT_DOUBLE_EQ(j["rate"].get<double>(), 250.0);
   EXPECT_EQ(j["proto"], "h2");  // h2c is h2 without TLS
+  EXPECT_EQ(j["h2c"], true);    // ... and says so
   EXPECT_EQ(j["tls"], false);
   EXPECT_EQ(j["rps"], 0.0);  // an empty run divides by nothing
   EXPECT_TRUE(j["status"].is_object());
@@ -78,6 +79,48 @@ TEST(Report, TextNamesStatusesErrorsAndPercentiles) {
   EXPECT_NE(text.find("Connection refused"), std::string::npos) << text;
   EXPECT_NE(text.find("reconnects    4"), std::string::npos) << text;
   EXPECT_NE(text.find("p99.9"), std::string::npos) << text;
+}
+
+TEST(Report, NothingSucceededHasNoLatencyFigures) {
+  Options opts = parse_cli({"http://127.0.0.1:8080/"}).options;
+  LoadResult r;
+  r.errors[size_t(ErrorKind::connect)] = 5;
+  r.error_example[size_t(ErrorKind::connect)] = "Connection refused";
+  r.duration_s = 1.0;
+  std::string text = text_report(run_info(opts, Proto::h1, false), r);
+  EXPECT_NE(text.find("n/a"), std::string::npos) << text;
+  EXPECT_EQ(text.find("0us"), std::string::npos) << text;  // no made-up zero latencies
+  auto j = nlohmann::json::parse(json_report(run_info(opts, Proto::h1, false), r));
+  EXPECT_TRUE(j["latency_us"]["p50"].is_null());
+  EXPECT_TRUE(j["latency_us"]["max"].is_null());
+  EXPECT_EQ(j["error_examples"]["connect"], "Connection refused");
+  EXPECT_FALSE(j["error_examples"].contains("tls"));  // only kinds that occurred
+}
+
+TEST(Report, RetriedDrainAndInterrupt) {
+  Options opts = parse_cli({"https://127.0.0.1:8443/", "-m", "10"}).options;
+  LoadResult r = sample_result();
+  r.retried = 17;
+  r.drain_s = 2.5;
+  std::string text = text_report(run_info(opts, Proto::h2, true), r);
+  EXPECT_NE(text.find("retried       17"), std::string::npos) << text;
+  EXPECT_NE(text.find("drain         2.50 s"), std::string::npos) << text;
+  EXPECT_EQ(text.find("interrupted"), std::string::npos) << text;
+  auto j = nlohmann::json::parse(json_report(run_info(opts, Proto::h2, true), r));
+  EXPECT_EQ(j["retried"], 17);
+  EXPECT_DOUBLE_EQ(j["drain_s"].get<double>(), 2.5);
+  EXPECT_EQ(j["h2c"], false);
+
+  r.drain_s = 0;
+  r.interrupted = true;
+  r.not_finished = 3;
+  text = text_report(run_info(opts, Proto::h2, true), r);
+  EXPECT_NE(text.find("interrupted   3 requests in flight not finished"), std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("drain"), std::string::npos) << text;
+  j = nlohmann::json::parse(json_report(run_info(opts, Proto::h2, true), r));
+  EXPECT_EQ(j["not_finished"], 3);
+  EXPECT_EQ(j["interrupted"], true);
 }
 
 }  // namespace
