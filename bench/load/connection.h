@@ -100,6 +100,28 @@ class Connection {
   virtual uint64_t bytes_out() const = 0;
 };
 
+// What the driver owns for a connection whose state (Impl) is shared with its pending I/O
+// handlers, which may outlive it: destroying it only detaches the Impl (no event reaches the
+// driver any more); the Impl goes when its last handler has run. `make` builds the Impl given
+// the Connection that events must name.
+template <class Impl>
+class DetachingConnection final : public Connection {
+ public:
+  template <class Make>
+  explicit DetachingConnection(Make&& make) : impl_(make(static_cast<Connection&>(*this))) {}
+  ~DetachingConnection() override { impl_->detach(); }
+
+  void start() override { impl_->start(); }
+  uint32_t free_slots() const override { return impl_->free_slots(); }
+  void submit(uint64_t tag) override { impl_->submit(tag); }
+  void shutdown(bool graceful) override { impl_->shutdown(graceful); }
+  uint64_t bytes_in() const override { return impl_->bytes_in(); }
+  uint64_t bytes_out() const override { return impl_->bytes_out(); }
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
 // One per protocol family; each lives in its own file (h1_connection.cc, h2_connection.cc,
 // h3_connection.cc). max_streams is the wanted concurrency per connection (ignored by h1).
 std::unique_ptr<Connection> make_h1_connection(boost::asio::io_context& io, const Endpoint& ep,

@@ -370,25 +370,6 @@ class H1Impl : public std::enable_shared_from_this<H1Impl<Tls>> {
   bool close_after_response_ = false;
 };
 
-template <bool Tls>
-class H1Connection : public Connection {
- public:
-  H1Connection(asio::io_context& io, const Endpoint& ep, const RequestTemplate& req,
-               ConnectionEvents& events, std::shared_ptr<asio::ssl::context> ctx)
-      : impl_(std::make_shared<H1Impl<Tls>>(io, ep, req, events, *this, std::move(ctx))) {}
-  ~H1Connection() override { impl_->detach(); }
-
-  void start() override { impl_->start(); }
-  uint32_t free_slots() const override { return impl_->free_slots(); }
-  void submit(uint64_t tag) override { impl_->submit(tag); }
-  void shutdown(bool graceful) override { impl_->shutdown(graceful); }
-  uint64_t bytes_in() const override { return impl_->bytes_in(); }
-  uint64_t bytes_out() const override { return impl_->bytes_out(); }
-
- private:
-  std::shared_ptr<H1Impl<Tls>> impl_;
-};
-
 // Reports a failure to set up TLS as a closed connection, from the loop.
 class FailedConnection : public Connection {
  public:
@@ -425,11 +406,17 @@ std::unique_ptr<Connection> make_failed_connection(asio::io_context& io, Connect
 std::unique_ptr<Connection> make_h1_connection(asio::io_context& io, const Endpoint& ep,
                                                const RequestTemplate& req,
                                                ConnectionEvents& events) {
-  if (!ep.tls) return std::make_unique<H1Connection<false>>(io, ep, req, events, nullptr);
+  if (!ep.tls) {
+    return std::make_unique<DetachingConnection<H1Impl<false>>>([&](Connection& self) {
+      return std::make_shared<H1Impl<false>>(io, ep, req, events, self, nullptr);
+    });
+  }
   std::string err;
   auto ctx = client_context(ep, kAlpnH1, err);
   if (!ctx) return make_failed_connection(io, events, ErrorKind::tls, err);
-  return std::make_unique<H1Connection<true>>(io, ep, req, events, std::move(ctx));
+  return std::make_unique<DetachingConnection<H1Impl<true>>>([&](Connection& self) {
+    return std::make_shared<H1Impl<true>>(io, ep, req, events, self, std::move(ctx));
+  });
 }
 
 }  // namespace hsp::bench

@@ -406,35 +406,21 @@ class H2Impl : public std::enable_shared_from_this<H2Impl>, public h2::ClientHan
   bool in_round_ = false;  // completions are being delivered; flush at the end
 };
 
-class H2Connection : public Connection {
- public:
-  H2Connection(asio::io_context& io, const Endpoint& ep, const RequestTemplate& req,
-               ConnectionEvents& events, uint32_t max_streams,
-               std::shared_ptr<asio::ssl::context> ctx)
-      : impl_(std::make_shared<H2Impl>(io, ep, req, events, *this, max_streams, std::move(ctx))) {}
-  ~H2Connection() override { impl_->detach(); }
-
-  void start() override { impl_->start(); }
-  uint32_t free_slots() const override { return impl_->free_slots(); }
-  void submit(uint64_t tag) override { impl_->submit(tag); }
-  void shutdown(bool graceful) override { impl_->shutdown(graceful); }
-  uint64_t bytes_in() const override { return impl_->bytes_in(); }
-  uint64_t bytes_out() const override { return impl_->bytes_out(); }
-
- private:
-  std::shared_ptr<H2Impl> impl_;
-};
-
 }  // namespace
 
 std::unique_ptr<Connection> make_h2_connection(asio::io_context& io, const Endpoint& ep,
                                                const RequestTemplate& req, ConnectionEvents& events,
                                                uint32_t max_streams) {
-  if (!ep.tls) return std::make_unique<H2Connection>(io, ep, req, events, max_streams, nullptr);
+  auto make = [&](std::shared_ptr<asio::ssl::context> ctx) -> std::unique_ptr<Connection> {
+    return std::make_unique<DetachingConnection<H2Impl>>([&](Connection& self) {
+      return std::make_shared<H2Impl>(io, ep, req, events, self, max_streams, std::move(ctx));
+    });
+  };
+  if (!ep.tls) return make(nullptr);
   std::string err;
   auto ctx = client_context(ep, kAlpnH2, err);
   if (!ctx) return make_failed_connection(io, events, ErrorKind::tls, err);
-  return std::make_unique<H2Connection>(io, ep, req, events, max_streams, std::move(ctx));
+  return make(std::move(ctx));
 }
 
 }  // namespace hsp::bench

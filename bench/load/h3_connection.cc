@@ -1233,30 +1233,14 @@ class Impl : public std::enable_shared_from_this<Impl> {
   int liberr_ = 0;
 };
 
-class H3Connection final : public Connection {
- public:
-  H3Connection(asio::io_context& io, const Endpoint& ep, const RequestTemplate& req,
-               ConnectionEvents& events, uint32_t max_streams)
-      : impl_(std::make_shared<Impl>(io, ep, req, events, max_streams, *this)) {}
-  ~H3Connection() override { impl_->detach(); }
-
-  void start() override { impl_->start(); }
-  uint32_t free_slots() const override { return impl_->free_slots(); }
-  void submit(uint64_t tag) override { impl_->submit(tag); }
-  void shutdown(bool graceful) override { impl_->shutdown(graceful); }
-  uint64_t bytes_in() const override { return impl_->bytes_in(); }
-  uint64_t bytes_out() const override { return impl_->bytes_out(); }
-
- private:
-  std::shared_ptr<Impl> impl_;
-};
-
 }  // namespace
 
 std::unique_ptr<Connection> make_h3_connection(asio::io_context& io, const Endpoint& ep,
                                                const RequestTemplate& req, ConnectionEvents& events,
                                                uint32_t max_streams) {
-  return std::make_unique<H3Connection>(io, ep, req, events, max_streams);
+  return std::make_unique<DetachingConnection<Impl>>([&](Connection& self) {
+    return std::make_shared<Impl>(io, ep, req, events, max_streams, self);
+  });
 }
 
 }  // namespace hsp::bench
