@@ -796,7 +796,7 @@ for run in runs:
     for proto in ("h1", "h2"):
         rc = cpu_ratio(proto, "caddy")
         verdict("%s CPU/request ≥ 4× better than Caddy's" % proto, 1 / rc if rc else None,
-                lambda v: v >= 4, "%.1f× better")
+                lambda v: v >= 4, "%.2f× better")
     ro = hs["h1-open"]
     added = None
     if ro and "na" not in ro:
