@@ -25,6 +25,20 @@ std::string ssl_error_text(int ssl_err) {
   return "TLS error " + std::to_string(ssl_err);
 }
 
+// An OpenSSL call that could not go on for want of readiness: which one to wait for. False for
+// every other outcome.
+bool wants_readiness(int ssl_error, Transport::Wait& wait) {
+  if (ssl_error == SSL_ERROR_WANT_READ) {
+    wait = Transport::Wait::read;
+    return true;
+  }
+  if (ssl_error == SSL_ERROR_WANT_WRITE) {
+    wait = Transport::Wait::write;
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 Transport::Transport(boost::asio::io_context& io, std::shared_ptr<boost::asio::ssl::context> ctx)
@@ -62,11 +76,7 @@ bool Transport::handshake(Wait& wait, std::string& error) {
   int rc = SSL_do_handshake(ssl_);
   if (rc == 1) return true;
   int err = SSL_get_error(ssl_, rc);
-  if (err == SSL_ERROR_WANT_READ) {
-    wait = Wait::read;
-  } else if (err == SSL_ERROR_WANT_WRITE) {
-    wait = Wait::write;
-  } else {
+  if (!wants_readiness(err, wait)) {
     wait = Wait::none;
     error = handshake_failure(ssl_, ssl_error_text(err));
   }
@@ -97,22 +107,13 @@ ssize_t Transport::read(char* buf, size_t n, Wait& wait, std::string& error) {
   int r = SSL_read(ssl_, buf, int(std::min<size_t>(n, 1 << 30)));
   if (r > 0) return r;
   int err = SSL_get_error(ssl_, r);
-  switch (err) {
-    case SSL_ERROR_WANT_READ:
-      wait = Wait::read;
-      return 0;
-    case SSL_ERROR_WANT_WRITE:
-      wait = Wait::write;
-      return 0;
-    case SSL_ERROR_ZERO_RETURN:
-      return -1;  // close_notify
-    case SSL_ERROR_SYSCALL:
-      if (ERR_peek_error() == 0 && errno == 0) return -1;  // closed without close_notify
-      [[fallthrough]];
-    default:
-      error = ssl_error_text(err);
-      return -1;
+  if (wants_readiness(err, wait)) return 0;
+  if (err == SSL_ERROR_ZERO_RETURN) return -1;  // close_notify
+  if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0) {
+    return -1;  // closed without close_notify
   }
+  error = ssl_error_text(err);
+  return -1;
 }
 
 ssize_t Transport::write(const char* buf, size_t n, Wait& wait, std::string& error) {
@@ -134,17 +135,9 @@ ssize_t Transport::write(const char* buf, size_t n, Wait& wait, std::string& err
   int r = SSL_write(ssl_, buf, int(std::min<size_t>(n, 1 << 30)));
   if (r > 0) return r;
   int err = SSL_get_error(ssl_, r);
-  switch (err) {
-    case SSL_ERROR_WANT_READ:
-      wait = Wait::read;
-      return 0;
-    case SSL_ERROR_WANT_WRITE:
-      wait = Wait::write;
-      return 0;
-    default:
-      error = ssl_error_text(err);
-      return -1;
-  }
+  if (wants_readiness(err, wait)) return 0;
+  error = ssl_error_text(err);
+  return -1;
 }
 
 uint64_t Transport::bytes_in() const {

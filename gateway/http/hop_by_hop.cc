@@ -1,6 +1,7 @@
 // Hop-by-hop header removal as Caddy 2.6 does it (see hop_by_hop.h).
 #include "http/hop_by_hop.h"
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -78,10 +79,8 @@ void remove_connection_named(HeaderMap& headers) {
 // One pass over the fields instead of one per hop-by-hop name (this runs on every response).
 void remove_hop_fields(HeaderMap& headers) {
   std::erase_if(headers.fields(), [](const HeaderMap::Field& f) {
-    for (auto n : kHopFields) {
-      if (f.first.size() == n.size() && iequals(f.first, n)) return true;
-    }
-    return false;
+    return std::any_of(kHopFields.begin(), kHopFields.end(),
+                       [&](std::string_view n) { return iequals(f.first, n); });
   });
 }
 

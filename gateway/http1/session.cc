@@ -1060,23 +1060,21 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
         usp->socket().cancel(ignored);
       });
     }
-    // Stops the pump (if still running) and waits until it has returned: it uses x, us and
-    // stream_, which must outlive it.
-    // Call only while pumping (a coroutine frame per call); end_pump() does the rest.
+    // Waits until the body pump has returned (cancelling it first with `cancel`): it uses x, us
+    // and stream_, which must outlive it. Only while pumping: a coroutine frame per call.
     auto stop_pump = [&](bool cancel) -> asio::awaitable<void> {
-      if (pumping && !st->done && cancel) {
+      if (!st->done && cancel) {
         error_code ignored;
         us->socket().cancel(ignored);
         tcp().socket().cancel(ignored);
       }
-      while (pumping && !st->done) {
+      while (!st->done) {
         st->wake.expires_after(std::chrono::hours(24));
         error_code e;
         co_await st->wake.async_wait(redirect_error(use_awaitable, e));
       }
-      st->active = false;
-      st->header_timer.cancel();
     };
+    // Ends the exchange's hold on the pump state (after stop_pump when pumping).
     auto end_pump = [&] {
       st->active = false;
       st->header_timer.cancel();
@@ -1100,13 +1098,17 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
         });
       });
     };
-    auto disarm_watch = [&] {
-      if (!ws->armed) return;
-      ws->armed = false;
-      ws->arm.cancel();
+    // Cancels a watch that has not started; true when one runs and must be ended with
+    // stop_watch().
+    auto watch_to_stop = [&] {
+      if (ws->armed) {
+        ws->armed = false;
+        ws->arm.cancel();
+      }
+      return ws->running;
     };
-    // Ends a running watch and waits for it; true when it saw the client go away. Call only
-    // when ws->running, after disarm_watch() (a coroutine frame per call).
+    // Ends a running watch and waits for it; true when it saw the client go away. Only when
+    // watch_to_stop() said so: a coroutine frame per call.
     auto stop_watch = [&]() -> asio::awaitable<bool> {
       ws->running = false;
       ws->stopping = !ws->client_gone;
@@ -1144,14 +1146,10 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
       bool stale = reused && ubuf.size() == 0 && !st->header_timed_out &&
                    (ec == http::error::end_of_stream || ec == asio::error::eof ||
                     ec == asio::error::connection_reset);
-      if (pumping) {
-        co_await stop_pump(true);
-      } else {
-        end_pump();
-      }
-      disarm_watch();
+      if (pumping) co_await stop_pump(true);
+      end_pump();
       bool client_gone = false;
-      if (ws->running) client_gone = co_await stop_watch();
+      if (watch_to_stop()) client_gone = co_await stop_watch();
       if (st->too_large) {
         pick.set_fail(Fail::too_large);
       } else if (st->client_error || client_gone) {
@@ -1213,25 +1211,17 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
       co_await asio::async_write(stream_, asio::buffer(rhead), redirect_error(use_awaitable, ec));
     }
     if (ec) {
-      if (pumping) {
-        co_await stop_pump(true);
-      } else {
-        end_pump();
-      }
-      disarm_watch();
-      if (ws->running) co_await stop_watch();
+      if (pumping) co_await stop_pump(true);
+      end_pump();
+      if (watch_to_stop()) co_await stop_watch();
       x.end_reason = "client_closed";
       co_return false;
     }
 
     if (switching) {
-      disarm_watch();
-      if (ws->running) co_await stop_watch();  // the tunnel reads the client itself
-      if (pumping) {
-        co_await stop_pump(false);
-      } else {
-        end_pump();
-      }
+      if (watch_to_stop()) co_await stop_watch();  // the tunnel reads the client itself
+      if (pumping) co_await stop_pump(false);
+      end_pump();
       x.end_reason = "upgraded";
       co_await tunnel(*us, ubuf);
       co_return false;
@@ -1241,9 +1231,8 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
     bool up_ok = true;
     bool client_ok = true;
     if (!(body_expected && !rpar->is_done())) {
-      disarm_watch();
       bool gone = false;
-      if (ws->running) gone = co_await stop_watch();
+      if (watch_to_stop()) gone = co_await stop_watch();
       if (gone) x.end_reason = "client_closed";
     } else if (!ws->armed && !ws->running && (!pumping || st->done) && buf_.size() == 0) {
       start_watch();
@@ -1256,9 +1245,8 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
     } else if (!rpar->is_done()) {
       up_ok = false;  // a body we do not forward (HEAD is skipped by the parser): not reusable
     }
-    disarm_watch();
     bool gone = false;
-    if (ws->running) gone = co_await stop_watch();
+    if (watch_to_stop()) gone = co_await stop_watch();
     if (gone) {
       client_ok = false;
       up_ok = false;
@@ -1270,9 +1258,8 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
       // The response is complete; an upload still running is cut (Go does the same).
       co_await stop_pump(true);
       pump_ok = !st->client_error && !st->upstream_error && !st->too_large && x.body_consumed;
-    } else {
-      end_pump();
     }
+    end_pump();
     if (up_ok && pump_ok && rpar->is_done() && rpar->keep_alive() && tr.keepalive) {
       pick.recycle(std::move(*conn));
     }
