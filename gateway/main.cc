@@ -1,4 +1,4 @@
-// hsp-gateway: run | adapt | validate | version.
+// hsp-gateway: run | adapt | validate | certs | version.
 //
 // Signals are handled synchronously on the main thread (sigwait), so reload and shutdown never
 // run inside a signal handler: SIGHUP reloads the config file (a bad file is logged error by
@@ -22,6 +22,9 @@
 #include <thread>
 #include <vector>
 
+#include "acme/certs_cli.h"
+#include "acme/manager.h"
+#include "acme/storage.h"
 #include "config/adapt_json.h"
 #include "config/compile.h"
 #include "docker-watch/options.h"
@@ -30,6 +33,7 @@
 #include "engine/tls_certs.h"
 #include "http1/server.h"
 #include "labels/generate.h"
+#include "tls/acme_challenges.h"
 #include "util/log.h"
 
 #ifdef HSP_MIMALLOC
@@ -93,6 +97,8 @@ struct Args {
   std::string data_dir;  // --data-dir (else $HSP_DATA_DIR, else the XDG data directory)
   int demo_port = 8080;
   bool demo_port_set = false;
+  bool json = false;                    // certs --json
+  std::vector<std::string> positional;  // certs renew NAME
   bool bad = false;
   std::string error;
 };
@@ -141,6 +147,10 @@ Args parse_args(int argc, char** argv) {
       a.data_dir = value("--data-dir");
     } else if (arg == "--docker") {
       a.docker = true;
+    } else if (a.command == "certs" && arg == "--json") {
+      a.json = true;
+    } else if (a.command == "certs" && arg.rfind("--", 0) != 0) {
+      a.positional.push_back(arg);
     } else if (arg.rfind("--", 0) == 0 &&
                docker::is_option_flag(arg.substr(2, arg.find('=') - 2))) {
       // caddy-docker-proxy's options (docs in `help`); a boolean alone means true.
@@ -192,6 +202,8 @@ void print_usage(FILE* out) {
                "  hsp-gateway adapt --labels FILE [--upstream NAME]...\n"
                "  hsp-gateway adapt --docker [--config BASE_CADDYFILE] [OPTIONS]\n"
                "  hsp-gateway validate --config FILE\n"
+               "  hsp-gateway certs [--data-dir DIR] [--json]\n"
+               "  hsp-gateway certs renew NAME [--data-dir DIR]\n"
                "  hsp-gateway version\n"
                "  hsp-gateway help\n"
                "run without --config serves the embedded demo: 127.0.0.1:PORT proxying to a demo\n"
@@ -346,8 +358,19 @@ int drain_and_stop(http1::DataPlane& dp, engine::SnapshotStore& store, int sig,
 // first config. Null (after logging why) when the config does not build or a port cannot be
 // bound.
 struct Serving {
-  explicit Serving(const std::string& data_dir) : certs(data_dir) { control.set_certs(&certs); }
+  explicit Serving(const std::string& data_dir) : certs(data_dir) {
+    control.set_certs(&certs);
+    // ACME names: the manager serves what storage holds from the first snapshot on, and asks
+    // for a rebuild whenever a certificate arrives or is renewed.
+    acme::Manager::Options o;
+    o.data_dir = data_dir;
+    o.on_change = [this] { control.renew_certificates(); };
+    acme = std::make_unique<acme::Manager>(std::move(o));
+    certs.set_managed(acme.get());
+  }
   ~Serving() {
+    // First: its thread calls back into `control`.
+    if (acme) acme->stop();
     {
       std::lock_guard lock(renew_mu);
       renew_stop = true;
@@ -369,6 +392,7 @@ struct Serving {
     });
   }
   engine::CertAuthority certs;  // outlives the snapshots the store holds
+  std::unique_ptr<acme::Manager> acme;
   engine::UpstreamRegistry registry;
   engine::SnapshotStore store;
   Control control{store, registry};
@@ -383,6 +407,8 @@ struct Serving {
 std::unique_ptr<Serving> start_serving(const config::Config& first, const std::string& source,
                                        int threads, const std::string& data_dir) {
   auto s = std::make_unique<Serving>(engine::data_dir(data_dir));
+  tls::AcmeChallenges::instance().set_shared_dir(engine::data_dir(data_dir) +
+                                                 "/acme/challenge_tokens");
   if (!s->control.publish(first, source, true, "config_error")) return nullptr;
   s->signals = block_control_signals();
   s->dp = std::make_unique<http1::DataPlane>(s->store, s->registry, http1::Options{threads, true});
@@ -698,6 +724,45 @@ int validate(const Args& a) {
   return errs.empty() ? 0 : 1;
 }
 
+// `certs`: the ACME-managed certificates in the data directory. `certs renew NAME`: marks the
+// name due now; a running gateway renews it at its next SIGHUP or periodic check (10 minutes).
+int certs(const Args& a) {
+  const std::string dir = engine::data_dir(a.data_dir);
+  if (a.positional.empty()) {
+    std::string out;
+    int rc = acme::print_certs(dir, a.json, out);
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return rc;
+  }
+  if (a.positional.size() != 2 || a.positional[0] != "renew") {
+    return usage("certs takes no arguments, or: renew NAME");
+  }
+  const std::string name = tls::normalize_name(a.positional[1]);
+  acme::Storage storage(dir);
+  int found = 0;
+  for (auto& c : storage.list()) {
+    if (std::find(c.meta.names.begin(), c.meta.names.end(), name) == c.meta.names.end()) continue;
+    c.meta.renew_at = std::chrono::system_clock::now();
+    c.meta.next_attempt.reset();  // a back-off in progress gives way to the operator
+    auto saved = storage.save_meta(c.meta.issuer, name, c.meta);
+    if (!saved) {
+      std::fprintf(stderr, "hsp-gateway: %s\n", saved.errors().front().str().c_str());
+      return 1;
+    }
+    std::printf(
+        "%s (%s): due now; a running gateway renews it at its next SIGHUP or within "
+        "10 minutes\n",
+        name.c_str(), c.meta.issuer.c_str());
+    ++found;
+  }
+  if (found == 0) {
+    std::fprintf(stderr, "hsp-gateway: no managed certificate for %s under %s\n", name.c_str(),
+                 dir.c_str());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -720,5 +785,6 @@ int main(int argc, char** argv) {
   if (a.command == "run") return a.docker ? run_docker(a) : run(a);
   if (a.command == "adapt") return adapt(a);
   if (a.command == "validate") return validate(a);
+  if (a.command == "certs") return certs(a);
   return usage("unknown command: " + a.command);
 }

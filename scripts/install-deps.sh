@@ -24,6 +24,10 @@ test_pkgs=(
   # nginx and h2o listen on *:80) must not start, so the install runs under a deny-all
   # policy-rc.d (below).
   nginx haproxy h2o
+  # ACME tests (tests/integration/pebble.py): Pebble, Let's Encrypt's test CA, and its
+  # pebble-challtestsrv DNS server, both started on 127.0.0.1 by the tests; openssl makes the
+  # CA that Pebble's own HTTPS presents.
+  pebble openssl
 )
 # bench/peers.sh (HSP_WITH_BENCH=1): the peers, the tools they measure
 # with, and reference clients to check hsp-bench against (wrk, h2load; gtlsclient for h3).

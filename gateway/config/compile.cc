@@ -114,6 +114,10 @@ void Compiler::global_options(const caddyfile::ServerBlock& gb) {
       duration_arg(d, g.grace_period);
     } else if (n == "email") {
       one_arg(d, g.email);
+    } else if (n == "acme_ca") {
+      if (one_arg(d, g.acme_ca)) acme_url(d.args[0]);
+    } else if (n == "acme_ca_root") {
+      one_arg(d, g.acme_ca_root);
     } else if (n == "order") {
       order_option(d);
     } else if (n == "log") {

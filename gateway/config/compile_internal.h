@@ -124,6 +124,9 @@ class Compiler {
 
   // -- TLS and automatic HTTPS (compile_tls.cc) -----------------------------------------------
   bool tls_directive(const Directive& d, SiteTls& out);
+  bool acme_issuer(const Directive& sub, SiteTls& out);
+  // An ACME directory URL: https (http only for loopback test CAs), with a host.
+  bool acme_url(const Token& t);
   void derive_tls();
   void add_redirects();
   void build_site_routes();

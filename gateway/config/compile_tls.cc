@@ -127,16 +127,27 @@ bool Compiler::tls_directive(const Directive& d, SiteTls& out) {
       }
       out.protocol_min = sub.args[0].text;
       if (sub.args.size() == 2) out.protocol_max = sub.args[1].text;
+    } else if (n == "ca" || n == "ca_root") {
+      std::string v;
+      if (!one_arg(sub, v) || !no_block(sub)) {
+        ok = false;
+        continue;
+      }
+      if (n == "ca" && !acme_url(sub.args[0])) ok = false;
+      (n == "ca" ? out.acme_ca : out.acme_ca_root) = v;
+      out.issuer = SiteTls::Issuer::acme;
     } else if (n == "issuer") {
       if (sub.args.empty()) {
         wrong_arg_count(sub);
         ok = false;
       } else if (sub.args[0].text == "internal" && sub.args.size() == 1 && !sub.has_block) {
         out.issuer = SiteTls::Issuer::internal;
+      } else if (sub.args[0].text == "acme" && sub.args.size() == 1) {
+        if (!acme_issuer(sub, out)) ok = false;
       } else {
         error(sub.args[0], "tls issuer '" + sub.args[0].text +
-                               "' (or its options) is not supported yet by hsp-gateway; only "
-                               "'issuer internal'");
+                               "' is not supported yet by hsp-gateway; only 'issuer internal' "
+                               "and 'issuer acme'");
         ok = false;
       }
     } else {
@@ -144,8 +155,6 @@ bool Compiler::tls_directive(const Directive& d, SiteTls& out) {
                                                     "curves",
                                                     "alpn",
                                                     "load",
-                                                    "ca",
-                                                    "ca_root",
                                                     "key_type",
                                                     "eab",
                                                     "issuer",
@@ -171,7 +180,69 @@ bool Compiler::tls_directive(const Directive& d, SiteTls& out) {
     error(d.name, "tls: a certificate file pair and 'issuer internal' exclude each other");
     ok = false;
   }
+  if (!out.cert_file.empty() && out.issuer == SiteTls::Issuer::acme) {
+    error(d.name, "tls: a certificate file pair and an ACME issuer exclude each other");
+    ok = false;
+  }
   return ok;
+}
+
+// `issuer acme { ... }` (Caddy 2.6's caddytls/acmeissuer.go subset): the CA, the account's
+// e-mail, extra roots for the CA's HTTPS, and which challenges the gateway may answer.
+bool Compiler::acme_issuer(const Directive& d, SiteTls& out) {
+  out.issuer = SiteTls::Issuer::acme;
+  bool ok = true;
+  for (const auto& sub : d.block) {
+    const std::string& n = sub.name.text;
+    std::string v;
+    if (n == "dir" || n == "email" || n == "trusted_roots") {
+      if (!one_arg(sub, v) || !no_block(sub)) {
+        ok = false;
+        continue;
+      }
+      if (n == "dir") {
+        if (!acme_url(sub.args[0])) ok = false;
+        out.acme_ca = v;
+      } else if (n == "email") {
+        out.email = v;
+      } else {
+        out.acme_ca_root = v;
+      }
+    } else if (n == "disable_http_challenge" || n == "disable_tlsalpn_challenge") {
+      if (!no_args(sub)) {
+        ok = false;
+        continue;
+      }
+      (n == "disable_http_challenge" ? out.disable_http_challenge : out.disable_tlsalpn_challenge) =
+          true;
+    } else if (n == "test_dir" || n == "timeout" || n == "alt_http_port" ||
+               n == "alt_tlsalpn_port" || n == "eab" || n == "dns" || n == "propagation_delay" ||
+               n == "propagation_timeout" || n == "resolvers" || n == "preferred_chains" ||
+               n == "dns_ttl" || n == "dns_challenge_override_domain") {
+      error(sub.name, "issuer acme option '" + n + "' is not supported yet by hsp-gateway");
+      ok = false;
+    } else {
+      error(sub.name, "unknown subdirective '" + n + "' in issuer acme: Caddy 2.6 has none");
+      ok = false;
+    }
+  }
+  if (out.disable_http_challenge && out.disable_tlsalpn_challenge) {
+    error(d.name,
+          "issuer acme: both the HTTP and the TLS-ALPN challenge are disabled, and DNS-01 is "
+          "not supported yet: the CA could validate nothing");
+    ok = false;
+  }
+  return ok;
+}
+
+bool Compiler::acme_url(const Token& t) {
+  const std::string& u = t.text;
+  bool https = u.rfind("https://", 0) == 0 && u.size() > 8;
+  if (!https) {
+    error(t, "ACME directory '" + u + "' must be an https:// URL (RFC 8555 section 6.1)");
+    return false;
+  }
+  return true;
 }
 
 // Which servers terminate TLS, with which policies and ALPN. A server is TLS when one of its
@@ -224,9 +295,17 @@ void Compiler::derive_tls() {
         srv.tls_policies.push_back(base);
         continue;
       }
+      // What ACME needs, whichever way the site comes to it: the site's own CA, roots and
+      // e-mail over the global options, Let's Encrypt when nothing says.
+      base.acme_ca = !site.tls.acme_ca.empty() ? site.tls.acme_ca
+                     : !g.acme_ca.empty()      ? g.acme_ca
+                                               : kLetsEncryptDirectory;
+      base.acme_ca_root = !site.tls.acme_ca_root.empty() ? site.tls.acme_ca_root : g.acme_ca_root;
+      if (base.email.empty()) base.email = g.email;
+      if (!site.tls.disable_http_challenge) base.challenges.push_back("http-01");
+      if (!site.tls.disable_tlsalpn_challenge) base.challenges.push_back("tls-alpn-01");
       if (site.tls.issuer == SiteTls::Issuer::acme) {
         base.source = TlsPolicy::Source::acme;
-        base.acme_pending = true;
         base.names = names;
         srv.tls_policies.push_back(base);
         continue;
@@ -238,7 +317,6 @@ void Compiler::derive_tls() {
       TlsPolicy local = base, pub = base;
       local.source = TlsPolicy::Source::local_ca;
       pub.source = TlsPolicy::Source::acme;
-      pub.acme_pending = true;
       for (const auto& n : names) (internal_name(n) ? local : pub).names.push_back(n);
       if (!local.names.empty()) srv.tls_policies.push_back(local);
       if (!pub.names.empty()) srv.tls_policies.push_back(pub);

@@ -258,9 +258,9 @@ struct AccessLog {
 // accepted and ignored, as Caddy does.
 struct SiteTls {
   enum class Issuer {
-    automatic,  // no issuer written: the local CA or ACME by name (see TlsPolicy::acme_pending)
+    automatic,  // no issuer written: the local CA or ACME by name (TlsPolicy::source)
     internal,   // `tls internal`, `tls { issuer internal }`: the local CA
-    acme        // `tls EMAIL`: ACME with that account; the ACME issue implements it
+    acme        // `tls EMAIL`, `tls { ca ...; ca_root ...; issuer acme {...} }`: ACME for all
   };
   bool written = false;  // a `tls` directive was present
   Issuer issuer = Issuer::automatic;
@@ -269,7 +269,13 @@ struct SiteTls {
   std::string key_file;
   std::string protocol_min;  // "tls1.2" / "tls1.3"; empty: the default (TLS 1.2)
   std::string protocol_max;  // empty: the newest (TLS 1.3)
-  SourceLoc loc;             // the `tls` directive
+  // ACME, written in the block (`ca`, `ca_root`, `issuer acme { dir; email; trusted_roots;
+  // disable_http_challenge; disable_tlsalpn_challenge }`); empty: the global options'.
+  std::string acme_ca;
+  std::string acme_ca_root;
+  bool disable_http_challenge = false;
+  bool disable_tlsalpn_challenge = false;
+  SourceLoc loc;  // the `tls` directive
 };
 
 struct Site {
@@ -295,7 +301,7 @@ struct TlsPolicy {
   enum class Source {
     files,     // `tls CERT KEY`
     local_ca,  // the local CA (`tls internal`, or implicit: localhost, *.localhost, IPs)
-    acme       // Caddy would use ACME (a public name, or `tls EMAIL`); see acme_pending
+    acme       // ACME (a public name with no issuer written, or an explicit ACME issuer)
   };
   // SNI names (site hosts). Empty: the catch-all (SNI no policy lists, or none); it carries
   // only defaults, and the certificate is the one another policy has for the name, if any.
@@ -307,9 +313,12 @@ struct TlsPolicy {
   std::string email;         // `tls EMAIL`
   std::string protocol_min;  // as in SiteTls
   std::string protocol_max;
-  // Source::acme, until the ACME issue lands: the local CA issues the certificate instead, and
-  // the TLS module logs a line saying so for these names.
-  bool acme_pending = false;
+  // Source::acme, resolved from the site's `tls` and the global options: the CA's directory
+  // (default Let's Encrypt's production), extra roots for its HTTPS, and the challenge types
+  // the gateway may answer, by preference.
+  std::string acme_ca;
+  std::string acme_ca_root;
+  std::vector<std::string> challenges;
   // No issuer was written: Caddy manages the certificate automatically (local CA or ACME by
   // name). With `auto_https off` nothing is managed: no certificate, handshakes for these
   // names fail, as in Caddy, unless another policy loads one.
@@ -333,6 +342,12 @@ struct Server {
   bool redirect_only = false;
 };
 
+// Caddy's default ACME CA (certmagic.LetsEncryptProductionCA), and its staging twin.
+inline constexpr const char* kLetsEncryptDirectory =
+    "https://acme-v02.api.letsencrypt.org/directory";
+inline constexpr const char* kLetsEncryptStagingDirectory =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
+
 // Global `auto_https`.
 enum class AutoHttps {
   on,
@@ -354,7 +369,9 @@ struct GlobalOptions {
   Duration grace_period{std::chrono::seconds(30)};
   std::vector<std::string> trusted_proxies;  // CIDRs; "private_ranges" expanded
   std::vector<std::string> order;            // `order X before|after Y` lines, as written
-  std::string email;                         // accepted; used by the ACME issue
+  std::string email;         // the ACME account's contact, unless a site's `tls EMAIL` says
+  std::string acme_ca;       // ACME directory URL; empty: Let's Encrypt's production
+  std::string acme_ca_root;  // PEM of roots trusted for the CA's HTTPS, with the system's
   std::string log_level = "INFO";
   // Server-wide limits on a request's head (431 / 414 when exceeded). Caddy 2.6 used Go's 1 MiB;
   // current Caddy uses 16 KiB and Envoy 60 KiB. 32 KiB fits real browsers' cookies with room.

@@ -72,18 +72,6 @@ std::chrono::system_clock::time_point CertAuthority::now() const {
   return options_.now ? options_.now() : std::chrono::system_clock::now();
 }
 
-void CertAuthority::note_acme_pending(const std::string& name) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (acme_noted_.insert(name).second) {
-    log::warn("tls_acme_not_implemented")
-        .kv("name", name)
-        .kv("using", "local_ca")
-        .kv("detail",
-            "Caddy would get a certificate from an ACME CA; hsp-gateway issues one "
-            "from its local CA until ACME is implemented");
-  }
-}
-
 namespace {
 
 bool is_ip(const std::string& name) {
@@ -107,6 +95,22 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
   // One load per certificate pair, however many servers use it.
   std::map<std::pair<std::string, std::string>, std::shared_ptr<const tls::CertifiedKey>> files;
   std::optional<tls::SystemTime> renew_at;
+  // Every ACME name of this configuration first, so that the manager learns about names that
+  // are gone before it is asked for the current ones.
+  if (certs && certs->managed()) {
+    std::vector<AcmeName> acme;
+    for (const auto& srv : cfg.servers) {
+      for (const auto& p : srv.tls_policies) {
+        if (p.source != config::TlsPolicy::Source::acme) continue;
+        if (p.automatic && cfg.global.auto_https == config::AutoHttps::off) continue;
+        for (const auto& name : p.names) {
+          AcmeName want{name, p.acme_ca, p.acme_ca_root, p.email, p.challenges};
+          if (std::find(acme.begin(), acme.end(), want) == acme.end()) acme.push_back(want);
+        }
+      }
+    }
+    certs->managed()->want(acme);
+  }
   for (size_t si = 0; si < cfg.servers.size(); ++si) {
     const config::Server& srv = cfg.servers[si];
     if (!srv.tls) continue;
@@ -148,6 +152,26 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
       // `auto_https off`: Caddy manages no certificate, so names with no issuer of their own
       // get none (their handshakes fail unless another policy covers them).
       if (p.automatic && cfg.global.auto_https == config::AutoHttps::off) continue;
+      if (p.source == config::TlsPolicy::Source::acme) {
+        ManagedCerts* managed = certs->managed();
+        for (const auto& name : p.names) {
+          auto cert = managed ? managed->current(name) : nullptr;
+          if (!cert) continue;  // not obtained yet: handshakes for the name fail until then
+          if (cert->expired(certs->now())) {
+            // Never served quietly: the manager keeps trying and logs each failure; this
+            // line says what clients see meanwhile.
+            log::error("tls_certificate_expired")
+                .kv("name", name)
+                .kv("not_after_unix",
+                    static_cast<int64_t>(std::chrono::system_clock::to_time_t(cert->not_after())))
+                .kv("detail",
+                    "the ACME certificate could not be renewed in time; clients "
+                    "will refuse it until a renewal succeeds");
+          }
+          entries.push_back({cert, {name}, pmin, pmax});
+        }
+        continue;
+      }
       auto ca = certs->local_ca();
       if (!ca) {
         errors.insert(errors.end(), ca.errors().begin(), ca.errors().end());
@@ -156,7 +180,6 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
       // One leaf per name, as Caddy's internal issuer does: a certificate never lists the
       // names of unrelated sites. LocalCa caches them, so a reload reuses the same leaves.
       for (const auto& name : p.names) {
-        if (p.acme_pending) certs->note_acme_pending(name);
         auto leaf = (*ca)->issue({name});
         if (!leaf) {
           errors.insert(errors.end(), leaf.errors().begin(), leaf.errors().end());

@@ -24,6 +24,28 @@ namespace hsp::engine {
 // `explicit_dir` (the --data-dir flag) wins, then $HSP_DATA_DIR.
 std::string data_dir(const std::string& explicit_dir);
 
+// A name whose certificate comes from an ACME CA, as one snapshot wants it.
+struct AcmeName {
+  std::string name;
+  std::string ca;       // directory URL
+  std::string ca_root;  // PEM file of extra roots for the CA's HTTPS; may be empty
+  std::string email;
+  std::vector<std::string> challenges;  // "http-01", "tls-alpn-01", by preference
+  bool operator==(const AcmeName&) const = default;
+};
+
+// Where ACME-managed certificates come from (acme::Manager). Snapshot builds call want() with
+// every ACME name of the new configuration, then current() for each: what is in hand now, or
+// null until the first certificate arrives (handshakes for the name fail meanwhile, as in
+// Caddy). The manager obtains and renews in the background and asks for a rebuild when a
+// certificate changes. Thread-safe; want() returns without waiting for any CA.
+class ManagedCerts {
+ public:
+  virtual ~ManagedCerts() = default;
+  virtual void want(const std::vector<AcmeName>& names) = 0;
+  virtual std::shared_ptr<const tls::CertifiedKey> current(const std::string& name) = 0;
+};
+
 // The process's certificate authority for snapshots: the local CA, opened (and on first use
 // created) only when a snapshot needs it, so configurations without local names never write
 // to the data directory. Outlives every snapshot built with it. Thread-safe.
@@ -38,8 +60,9 @@ class CertAuthority {
   // Opens the local CA on first use; LocalCa::open logs its root's path then (once per
   // process: it is never installed anywhere, users decide whether to trust it).
   Result<tls::LocalCa*> local_ca();
-  // Logs, once per name, that the name gets a local-CA certificate until ACME is implemented.
-  void note_acme_pending(const std::string& name);
+  // ACME names go to `managed` (null: such names get no certificate, e.g. in `validate`).
+  void set_managed(ManagedCerts* managed) { managed_ = managed; }
+  ManagedCerts* managed() const { return managed_; }
 
   // Local-CA leaves last only 12 hours and are renewed only when a snapshot build asks for them
   // again: the earliest renewal point (2/3 of a leaf's life) of the last successful build, so
@@ -54,7 +77,7 @@ class CertAuthority {
   tls::LocalCa::Options options_;
   mutable std::mutex mu_;
   std::unique_ptr<tls::LocalCa> ca_;
-  std::set<std::string> acme_noted_;
+  ManagedCerts* managed_ = nullptr;
   std::optional<std::chrono::system_clock::time_point> renew_at_;
 };
 

@@ -45,6 +45,7 @@
 #include "http1/h2_upstream.h"
 #include "http1/proxy_common.h"
 #include "http1/tls_context.h"
+#include "tls/acme_challenges.h"
 #include "util/log.h"
 
 namespace hsp::http1 {
@@ -443,6 +444,39 @@ asio::awaitable<void> H2Session<Stream>::serve_stream(std::shared_ptr<H2Stream> 
   // As for HTTP/1.1, the access log shows the request after the handlers (the uri as received,
   // x.orig_uri), which saves a copy of every request.
   x.snap->resolve_client_ip(r);
+
+  // ACME HTTP-01 (RFC 8555 §8.3), ahead of the routes as on HTTP/1.1 (session.cc): a CA that
+  // followed a redirect to HTTPS may speak HTTP/2 there.
+  if (r.path.starts_with(tls::kAcmeHttp01Prefix)) [[unlikely]] {
+    if (r.method == "GET" || r.method == "HEAD") {
+      std::string_view token = std::string_view(r.path).substr(tls::kAcmeHttp01Prefix.size());
+      if (std::optional<std::string> ka = tls::AcmeChallenges::instance().http01(token)) {
+        log::info("acme_http01_served")
+            .kv("conn_id", info_.conn_id)
+            .kv("token_prefix", token.substr(0, 8))
+            .kv("host", r.host)
+            .kv("remote_ip", info_.remote_ip)
+            .kv("remote_port", static_cast<unsigned>(info_.remote_port))
+            .kv("proto", "h2");
+        http::HeaderMap h;
+        h.add("Server", kServerName);
+        h.add("Content-Type", "text/plain");
+        h.add("Content-Length", std::to_string(ka->size()));
+        const bool send = r.method != "HEAD";
+        if (submit_head(st, x, 200, std::move(h), !send) && send) {
+          // Not inside the && above: GCC 12 mishandles co_await in such operands (see
+          // h2_upstream.cc).
+          bool sent = co_await send_body(st, *ka);
+          if (sent) {
+            x.sent = ka->size();
+            end_response(st);
+          }
+        }
+        if (!st.body_done) reset(st, 0);  // NO_ERROR, as below
+        co_return;
+      }
+    }
+  }
 
   size_t si = server_index(*x.snap);
   const engine::Site* site = si == SIZE_MAX ? nullptr : x.snap->find_site(si, r.host);

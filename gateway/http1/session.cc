@@ -60,6 +60,7 @@
 #include "http1/proxy_common.h"
 #include "http1/tls_context.h"
 #include "http1/worker.h"
+#include "tls/acme_challenges.h"
 #include "util/log.h"
 
 namespace hsp::http1 {
@@ -395,6 +396,17 @@ asio::awaitable<bool> Session<Stream>::tls_handshake() {
     tls_resumed_ = SSL_session_reused(ssl) == 1;
     // The listener offers only what we speak (h2, http/1.1); no ALPN at all means HTTP/1.1.
     std::string_view alpn = tls::ServerContext::selected_alpn(ssl);
+    if (alpn == tls::kAcmeTlsAlpn) [[unlikely]] {
+      // A TLS-ALPN-01 validation: the handshake showed the challenge certificate, and RFC 8737
+      // §3 allows no application data after it, so close.
+      log::info("acme_tls_alpn01_served")
+          .kv("conn_id", id_)
+          .kv("sni", sni_)
+          .kv("remote_ip", remote_ip_)
+          .kv("remote_port", static_cast<unsigned>(remote_port_));
+      co_await send_close_notify();
+      co_return false;
+    }
     if (!alpn.empty() && alpn != "http/1.1" && alpn != "h2") co_return false;
     h2_ = alpn == "h2";
     tls_proto_ = std::string(alpn);
@@ -640,6 +652,29 @@ asio::awaitable<bool> Session<Stream>::handle_request() {
   x.body_consumed = p.is_done();
   x.head_fields = field_count(m);
 
+  // ACME HTTP-01 (RFC 8555 §8.3) on every listener, before routes and HTTP->HTTPS redirects:
+  // a CA validating a name must reach the answer whatever the site does with other paths.
+  // Other requests pay this one prefix compare.
+  if (r.path.starts_with(tls::kAcmeHttp01Prefix)) [[unlikely]] {
+    if (r.method == "GET" || r.method == "HEAD") {
+      std::string_view token = std::string_view(r.path).substr(tls::kAcmeHttp01Prefix.size());
+      if (std::optional<std::string> ka = tls::AcmeChallenges::instance().http01(token)) {
+        log::info("acme_http01_served")
+            .kv("conn_id", id_)
+            .kv("token_prefix", token.substr(0, 8))
+            .kv("host", r.host)
+            .kv("remote_ip", remote_ip_)
+            .kv("remote_port", static_cast<unsigned>(remote_port_));
+        hsp::http::HeaderMap h;
+        h.add("Server", kServerName);
+        h.add("Content-Type", "text/plain");
+        bool keep = co_await write_simple(x, 200, std::move(h), *ka, p.keep_alive());
+        if (keep && !x.body_consumed) keep = co_await drain_body(x);
+        if (!keep && (!x.body_consumed || buf_.size() > 0)) linger_ = true;
+        co_return keep;
+      }
+    }
+  }
   if constexpr (!kTls) {
     // `Upgrade: h2c` (RFC 7540 §3.2) where the server allows h2c, as Caddy 2.6 does. Only a
     // request without a body: one with a body is answered over HTTP/1.1 (a server may ignore

@@ -8,6 +8,7 @@
 
 #include <cstring>
 
+#include "tls/acme_challenges.h"
 #include "util/log.h"
 
 namespace hsp::tls {
@@ -63,6 +64,51 @@ std::string_view client_sni(SSL* ssl) {
   return {};
 }
 
+// RFC 8737 §3: a TLS-ALPN-01 validation offers exactly one protocol, acme-tls/1. `list` is the
+// ALPN extension's ProtocolNameList after its 2-byte length (the form the ALPN callback gets).
+bool is_acme_only(const unsigned char* list, size_t len) {
+  return len == kAcmeTlsAlpn.size() + 1 && list[0] == kAcmeTlsAlpn.size() &&
+         std::memcmp(list + 1, kAcmeTlsAlpn.data(), kAcmeTlsAlpn.size()) == 0;
+}
+
+bool client_offers_only_acme_tls(SSL* ssl) {
+  const unsigned char* p = nullptr;
+  size_t len = 0;
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &p,
+                                &len) != 1 ||
+      len < 2) {
+    return false;
+  }
+  size_t list_len = (size_t{p[0]} << 8) | p[1];
+  return list_len + 2 == len && is_acme_only(p + 2, list_len);
+}
+
+// The challenge certificate instead of the site's: the CA checks its SAN and acmeIdentifier
+// extension and sends nothing after the handshake. No ticket: the connection carries no data,
+// and a resumed session would not show the certificate again.
+int use_acme_challenge_cert(SSL* ssl, std::string_view sni, int* alert) {
+  std::shared_ptr<const CertifiedKey> cert =
+      sni.empty() ? nullptr : AcmeChallenges::instance().tls_alpn01(sni);
+  if (cert == nullptr) {
+    // A client offering only acme-tls/1 wants nothing else from us, so refuse as we refuse any
+    // protocol we do not speak.
+    log::debug("acme_tls_alpn01_no_challenge")
+        .kv("sni", sni)
+        .kv("reason", sni.empty() ? "no server name in the client hello"
+                                  : "no TLS-ALPN-01 challenge under way for this name");
+    *alert = SSL_AD_NO_APPLICATION_PROTOCOL;
+    return SSL_CLIENT_HELLO_ERROR;
+  }
+  SSL_set_options(ssl, SSL_OP_NO_TICKET);
+  SSL_set_num_tickets(ssl, 0);
+  if (SSL_use_cert_and_key(ssl, cert->leaf(), cert->key(), nullptr, 1) != 1) {
+    log::error("tls_set_certificate_failed").kv("sni", sni).kv("error", openssl_error());
+    *alert = SSL_AD_INTERNAL_ERROR;
+    return SSL_CLIENT_HELLO_ERROR;
+  }
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 }  // namespace
 
 Result<int> parse_protocol(std::string_view name) {
@@ -116,9 +162,8 @@ Result<std::unique_ptr<ServerContext>> ServerContext::create(const ServerOptions
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 
   SSL_CTX_set_client_hello_cb(ctx, &ServerContext::on_client_hello, self.get());
-  if (!self->alpn_wire_.empty()) {
-    SSL_CTX_set_alpn_select_cb(ctx, &ServerContext::on_alpn, self.get());
-  }
+  // Always installed: acme-tls/1 is selected even on a listener that offers nothing else.
+  SSL_CTX_set_alpn_select_cb(ctx, &ServerContext::on_alpn, self.get());
 
   // Tickets only: a server-side session cache grows with the number of clients, while a
   // ticket keeps the session state on the client, sealed with our key.
@@ -164,6 +209,7 @@ std::string_view ServerContext::selected_alpn(const SSL* ssl) {
 int ServerContext::on_client_hello(SSL* ssl, int* alert, void* arg) {
   auto* self = static_cast<ServerContext*>(arg);
   std::string_view sni = client_sni(ssl);
+  if (client_offers_only_acme_tls(ssl)) return use_acme_challenge_cert(ssl, sni, alert);
   std::shared_ptr<const CertSelector> selector = self->provider_ ? self->provider_() : nullptr;
   const CertSelector::Choice* choice = selector ? selector->choose(sni) : nullptr;
   if (choice == nullptr) {
@@ -187,6 +233,15 @@ int ServerContext::on_client_hello(SSL* ssl, int* alert, void* arg) {
 int ServerContext::on_alpn(SSL*, const unsigned char** out, unsigned char* outlen,
                            const unsigned char* in, unsigned int inlen, void* arg) {
   auto* self = static_cast<ServerContext*>(arg);
+  if (is_acme_only(in, inlen)) {
+    // on_client_hello saw the same list and put the challenge certificate in place (or failed
+    // the handshake), so this is a TLS-ALPN-01 validation: the listener's own list is moot.
+    *out = in + 1;
+    *outlen = static_cast<unsigned char>(inlen - 1);
+    return SSL_TLSEXT_ERR_OK;
+  }
+  // A listener that offers no protocol lets clients that send ALPN go on without one.
+  if (self->alpn_wire_.empty()) return SSL_TLSEXT_ERR_NOACK;
   unsigned char* selected = nullptr;
   // Our list first, so that our order wins (h2 before http/1.1 whatever the client's order).
   int r = SSL_select_next_proto(&selected, outlen,

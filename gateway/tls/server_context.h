@@ -2,6 +2,11 @@
 // certificate choice by SNI through the current routing snapshot, and session tickets whose keys
 // rotate. The data plane creates an SSL* per connection from native() and wraps it in its
 // stream type; nothing here knows about sockets or Asio.
+//
+// A client hello whose ALPN list is exactly "acme-tls/1" (an ACME CA validating TLS-ALPN-01,
+// RFC 8737) gets AcmeChallenges' challenge certificate for its SNI instead of the site's, and
+// acme-tls/1 is selected whatever the listener offers; with no challenge under way for the name
+// the handshake fails. The caller must then close without speaking HTTP (selected_alpn()).
 #pragma once
 
 #include <openssl/ssl.h>

@@ -138,11 +138,12 @@ mail.example.com {
   for (const char* n : {"localhost", "*.localhost", "127.0.0.1", "::1"}) {
     ASSERT_TRUE(find(n)) << n;
     EXPECT_EQ(find(n)->source, TlsPolicy::Source::local_ca) << n;
-    EXPECT_FALSE(find(n)->acme_pending) << n;
   }
   ASSERT_TRUE(find("public.example.com"));
   EXPECT_EQ(find("public.example.com")->source, TlsPolicy::Source::acme);
-  EXPECT_TRUE(find("public.example.com")->acme_pending);
+  EXPECT_EQ(find("public.example.com")->acme_ca, kLetsEncryptDirectory);
+  EXPECT_EQ(find("public.example.com")->challenges,
+            (std::vector<std::string>{"http-01", "tls-alpn-01"}));
   ASSERT_TRUE(find("files.example.com") && find("again.example.com") && find("other.example.com"));
   EXPECT_EQ(find("files.example.com")->source, TlsPolicy::Source::files);
   EXPECT_EQ(find("files.example.com")->tag, "cert0");
@@ -151,9 +152,66 @@ mail.example.com {
   EXPECT_EQ(find("other.example.com")->cert_file, "/o.pem");
   ASSERT_TRUE(find("mail.example.com"));
   EXPECT_EQ(find("mail.example.com")->email, "me@example.com");
-  EXPECT_TRUE(find("mail.example.com")->acme_pending);
+  EXPECT_EQ(find("mail.example.com")->source, TlsPolicy::Source::acme);
   ASSERT_FALSE(p.empty());
   EXPECT_TRUE(p.back().names.empty()) << "the catch-all policy comes last";
+}
+
+// ACME settings reach each policy: the site's own over the global options, Let's Encrypt when
+// neither says, and the challenge types the issuer block leaves enabled.
+TEST(AutoHttps, AcmeOptionsResolvePerSite) {
+  Config c = load(R"({
+	email global@example.com
+	acme_ca https://ca.example/dir
+	acme_ca_root /global-root.pem
+}
+a.example.com {
+	respond a
+}
+b.example.com {
+	tls {
+		ca https://other.example/directory
+		ca_root /b-root.pem
+	}
+}
+c.example.com {
+	tls {
+		issuer acme {
+			dir https://third.example/dir
+			email c@example.com
+			disable_tlsalpn_challenge
+		}
+	}
+}
+d.example.com {
+	tls d@example.com {
+		issuer acme {
+			disable_http_challenge
+		}
+	}
+}
+)");
+  const Server* s = server(c, 443);
+  ASSERT_TRUE(s);
+  auto find = [&](const std::string& name) -> const TlsPolicy* {
+    for (const auto& x : s->tls_policies)
+      if (std::find(x.names.begin(), x.names.end(), name) != x.names.end()) return &x;
+    return nullptr;
+  };
+  for (const char* n : {"a.example.com", "b.example.com", "c.example.com", "d.example.com"}) {
+    ASSERT_TRUE(find(n)) << n;
+    EXPECT_EQ(find(n)->source, TlsPolicy::Source::acme) << n;
+  }
+  EXPECT_EQ(find("a.example.com")->acme_ca, "https://ca.example/dir");
+  EXPECT_EQ(find("a.example.com")->acme_ca_root, "/global-root.pem");
+  EXPECT_EQ(find("a.example.com")->email, "global@example.com");
+  EXPECT_EQ(find("b.example.com")->acme_ca, "https://other.example/directory");
+  EXPECT_EQ(find("b.example.com")->acme_ca_root, "/b-root.pem");
+  EXPECT_EQ(find("c.example.com")->acme_ca, "https://third.example/dir");
+  EXPECT_EQ(find("c.example.com")->email, "c@example.com");
+  EXPECT_EQ(find("c.example.com")->challenges, std::vector<std::string>{"http-01"});
+  EXPECT_EQ(find("d.example.com")->email, "d@example.com");
+  EXPECT_EQ(find("d.example.com")->challenges, std::vector<std::string>{"tls-alpn-01"});
 }
 
 TEST(AutoHttps, RedirectsToHttpsPort) {

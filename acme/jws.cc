@@ -1,0 +1,226 @@
+#include "acme/jws.h"
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/obj_mac.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+
+#include <array>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+
+namespace hsp::acme {
+namespace {
+
+constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+// P-256 field elements and signature halves are 32 bytes (RFC 7518 §3.4, §6.2.1.2).
+constexpr int kCoordBytes = 32;
+
+std::string openssl_error(std::string_view what) {
+  std::string out(what);
+  unsigned long e = ERR_get_error();
+  if (e != 0) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    out += ": ";
+    out += buf;
+  }
+  ERR_clear_error();
+  return out;
+}
+
+int decode_char(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '-') return 62;
+  if (c == '_') return 63;
+  return -1;
+}
+
+struct BnFree {
+  void operator()(BIGNUM* b) const { BN_free(b); }
+};
+using Bn = std::unique_ptr<BIGNUM, BnFree>;
+
+// A big number as exactly `width` big-endian bytes: BN_bn2bin drops leading zeros, and both the
+// JWK coordinates (RFC 7518 §6.2.1.2) and the signature halves (§3.4) must keep them.
+std::string fixed_width(const BIGNUM* n, int width) {
+  std::string out(static_cast<std::size_t>(width), '\0');
+  BN_bn2binpad(n, reinterpret_cast<unsigned char*>(out.data()), width);
+  return out;
+}
+
+bool is_p256(EVP_PKEY* key) {
+  if (EVP_PKEY_get_base_id(key) != EVP_PKEY_EC) return false;
+  char group[64] = {};
+  std::size_t len = 0;
+  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, &len) !=
+      1) {
+    return false;
+  }
+  return std::string_view(group, len) == SN_X9_62_prime256v1;
+}
+
+}  // namespace
+
+std::string base64url(std::string_view bytes) {
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  for (; i + 3 <= bytes.size(); i += 3) {
+    uint32_t v = (uint32_t{p[i]} << 16) | (uint32_t{p[i + 1]} << 8) | p[i + 2];
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += kAlphabet[v & 63];
+  }
+  // RFC 7515 §2 / RFC 4648 §5: no '=' padding on the tail.
+  const std::size_t rest = bytes.size() - i;
+  if (rest == 1) {
+    uint32_t v = uint32_t{p[i]} << 16;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+  } else if (rest == 2) {
+    uint32_t v = (uint32_t{p[i]} << 16) | (uint32_t{p[i + 1]} << 8);
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+  }
+  return out;
+}
+
+Result<std::string> base64url_decode(std::string_view text) {
+  auto bad = [&](const std::string& why) {
+    std::string shown(text.substr(0, 40));
+    if (text.size() > 40) shown += "...";
+    return Error{{}, "base64url \"" + shown + "\": " + why};
+  };
+  // A length of 1 mod 4 cannot come from any byte string.
+  if (text.size() % 4 == 1) return bad("impossible length " + std::to_string(text.size()));
+  std::string out;
+  out.reserve(text.size() * 3 / 4);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    int v = decode_char(text[i]);
+    if (v < 0) return bad("invalid character at offset " + std::to_string(i));
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  // The bits left over must be zero, or two texts would decode to the same bytes.
+  if ((acc & ((1u << bits) - 1)) != 0) return bad("non-zero trailing bits");
+  return out;
+}
+
+AccountKey::AccountKey(EVP_PKEY* key) : key_(key) {
+  BIGNUM* x = nullptr;
+  BIGNUM* y = nullptr;
+  EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &x);
+  EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &y);
+  Bn xb(x), yb(y);
+  // nlohmann::json keeps object members sorted, and dump() without an indent has no
+  // whitespace: exactly the canonical form RFC 7638 §3.3 asks of the thumbprint input.
+  nlohmann::json jwk = {{"crv", "P-256"},
+                        {"kty", "EC"},
+                        {"x", base64url(xb ? fixed_width(xb.get(), kCoordBytes) : "")},
+                        {"y", base64url(yb ? fixed_width(yb.get(), kCoordBytes) : "")}};
+  jwk_ = jwk.dump();
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> digest{};
+  SHA256(reinterpret_cast<const unsigned char*>(jwk_.data()), jwk_.size(), digest.data());
+  thumbprint_ = base64url(std::string_view(reinterpret_cast<char*>(digest.data()), digest.size()));
+}
+
+Result<AccountKey> AccountKey::generate() {
+  EVP_PKEY* k = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+  if (k == nullptr) return Error{{}, openssl_error("account key: P-256 key generation failed")};
+  return AccountKey(k);
+}
+
+Result<AccountKey> AccountKey::from_pem(std::string_view pem, const std::string& where) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (bio == nullptr) return Error{{where}, openssl_error("account key: out of memory")};
+  // PEM_read_bio_PrivateKey takes both "PRIVATE KEY" (PKCS#8) and "EC PRIVATE KEY" (SEC1).
+  EVP_PKEY* k = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (k == nullptr) return Error{{where}, openssl_error("account key: no private key in PEM")};
+  if (!is_p256(k)) {
+    EVP_PKEY_free(k);
+    // ES256 is the one algorithm sign() speaks; an RSA or P-384 account key (which Caddy can be
+    // told to use) is not supported yet.
+    return Error{{where}, "account key: not an ECDSA P-256 key (only ES256 is supported)"};
+  }
+  return AccountKey(k);
+}
+
+std::string AccountKey::pem() const {
+  BIO* bio = BIO_new(BIO_s_mem());
+  if (bio == nullptr) return {};
+  std::string out;
+  if (PEM_write_bio_PrivateKey(bio, key_.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1) {
+    char* data = nullptr;
+    long len = BIO_get_mem_data(bio, &data);
+    out.assign(data, static_cast<std::size_t>(len));
+  }
+  BIO_free(bio);
+  return out;
+}
+
+Result<std::string> AccountKey::sign(std::string_view payload, const std::string& nonce,
+                                     const std::string& url, const std::string& kid) const {
+  // RFC 8555 §6.2: alg, nonce, url and exactly one of jwk / kid.
+  nlohmann::json header = {{"alg", "ES256"}, {"nonce", nonce}, {"url", url}};
+  if (kid.empty()) {
+    header["jwk"] = nlohmann::json::parse(jwk_);
+  } else {
+    header["kid"] = kid;
+  }
+  const std::string protected64 = base64url(header.dump());
+  // POST-as-GET (§6.3) signs an empty payload, which base64url keeps empty.
+  const std::string payload64 = base64url(payload);
+  const std::string signing_input = protected64 + "." + payload64;
+
+  EVP_MD_CTX* md = EVP_MD_CTX_new();
+  if (md == nullptr) return Error{{}, openssl_error("jws: out of memory")};
+  std::string der;
+  std::size_t der_len = 0;
+  bool ok = EVP_DigestSignInit(md, nullptr, EVP_sha256(), nullptr, key_.get()) == 1 &&
+            EVP_DigestSign(md, nullptr, &der_len,
+                           reinterpret_cast<const unsigned char*>(signing_input.data()),
+                           signing_input.size()) == 1;
+  if (ok) {
+    der.resize(der_len);
+    ok = EVP_DigestSign(md, reinterpret_cast<unsigned char*>(der.data()), &der_len,
+                        reinterpret_cast<const unsigned char*>(signing_input.data()),
+                        signing_input.size()) == 1;
+    der.resize(der_len);
+  }
+  EVP_MD_CTX_free(md);
+  if (!ok) return Error{{}, openssl_error("jws: ECDSA signing failed")};
+
+  // OpenSSL gives the DER ECDSA-Sig-Value; JWS wants r||s, each left-padded to 32 bytes
+  // (RFC 7518 §3.4).
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size()));
+  if (sig == nullptr) return Error{{}, openssl_error("jws: cannot parse the ECDSA signature")};
+  const BIGNUM* r = nullptr;
+  const BIGNUM* s = nullptr;
+  ECDSA_SIG_get0(sig, &r, &s);
+  const std::string raw = fixed_width(r, kCoordBytes) + fixed_width(s, kCoordBytes);
+  ECDSA_SIG_free(sig);
+
+  nlohmann::json jws = {
+      {"protected", protected64}, {"payload", payload64}, {"signature", base64url(raw)}};
+  return jws.dump();
+}
+
+}  // namespace hsp::acme

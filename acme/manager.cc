@@ -1,0 +1,477 @@
+#include "acme/manager.h"
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <ctime>
+
+#include "tls/acme_challenges.h"
+#include "util/log.h"
+
+namespace hsp::acme {
+namespace {
+
+using std::chrono::seconds;
+
+int64_t unix_seconds(SystemTime t) {
+  return static_cast<int64_t>(std::chrono::system_clock::to_time_t(t));
+}
+
+std::string default_holder() {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  unsigned char r[4];
+  RAND_bytes(r, sizeof r);
+  char tail[16];
+  std::snprintf(tail, sizeof tail, "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
+  return std::string(host) + "-" + std::to_string(getpid()) + "-" + tail;
+}
+
+// A fresh P-256 key for a certificate, as PKCS#8 PEM (Caddy's default key type).
+Result<std::string> new_cert_key_pem() {
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  if (!key) return Error{{}, "cannot generate a P-256 key: " + tls::openssl_error()};
+  BIO* bio = BIO_new(BIO_s_mem());
+  std::string out;
+  if (PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr) == 1) {
+    char* data = nullptr;
+    long n = BIO_get_mem_data(bio, &data);
+    out.assign(data, static_cast<size_t>(n));
+  }
+  BIO_free(bio);
+  EVP_PKEY_free(key);
+  if (out.empty()) return Error{{}, "cannot write the certificate key: " + tls::openssl_error()};
+  return out;
+}
+
+// Answers the CA's validation from this process (tls::AcmeChallenges, which the listeners
+// read) and from storage, where the other replicas behind the same name find it.
+class GatewaySolver : public Solver {
+ public:
+  explicit GatewaySolver(const Storage& storage) : storage_(storage) {}
+
+  Result<bool> present(const Challenge& c) override {
+    auto& reg = tls::AcmeChallenges::instance();
+    if (c.type == "http-01") {
+      reg.put_http01(c.token, c.key_authorization);
+      return storage_.put_http01(c.token, c.key_authorization);
+    }
+    if (c.type == "tls-alpn-01") {
+      reg.put_tls_alpn01(c.name, c.key_authorization);
+      return storage_.put_tls_alpn01(c.name, c.key_authorization);
+    }
+    return Error{{}, "challenge type '" + c.type + "' is not answered by hsp-gateway"};
+  }
+
+  void cleanup(const Challenge& c) override {
+    auto& reg = tls::AcmeChallenges::instance();
+    if (c.type == "http-01") {
+      reg.remove_http01(c.token);
+      storage_.remove_http01(c.token);
+    } else if (c.type == "tls-alpn-01") {
+      reg.remove_tls_alpn01(c.name);
+      storage_.remove_tls_alpn01(c.name);
+    }
+  }
+
+ private:
+  const Storage& storage_;
+};
+
+}  // namespace
+
+seconds backoff_delay(int failures, std::optional<seconds> retry_after) {
+  const seconds min = std::chrono::minutes(1), max = std::chrono::hours(24);
+  seconds d = min;
+  for (int i = 1; i < failures && d < max; ++i) d *= 2;
+  d = std::min(d, max);
+  if (retry_after && *retry_after > d) d = *retry_after;
+  return d;
+}
+
+SystemTime renewal_time(SystemTime not_before, SystemTime not_after) {
+  return not_after - (not_after - not_before) / 3;
+}
+
+Manager::Manager(Options options) : options_(std::move(options)), storage_(options_.data_dir) {
+  if (options_.holder.empty()) options_.holder = default_holder();
+  thread_ = std::thread([this] { run(); });
+}
+
+Manager::~Manager() {
+  stop();
+}
+
+void Manager::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Manager::check_now() {
+  {
+    std::lock_guard lock(mu_);
+    wake_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Manager::want(const std::vector<engine::AcmeName>& names) {
+  std::lock_guard lock(mu_);
+  std::map<std::string, Entry> next;
+  for (const auto& w : names) {
+    auto it = entries_.find(w.name);
+    if (it != entries_.end() && it->second.want.ca == w.ca) {
+      Entry e = std::move(it->second);
+      e.want = w;
+      entries_.erase(it);
+      // SIGHUP or a new Docker generation: pick up what `certs renew` or another replica
+      // left in storage since.
+      refresh_from_storage(e);
+      next.emplace(w.name, std::move(e));
+      continue;
+    }
+    Entry e;
+    e.want = w;
+    e.issuer = issuer_key(w.ca);
+    refresh_from_storage(e);
+    next.emplace(w.name, std::move(e));
+  }
+  entries_ = std::move(next);
+  wake_ = true;
+  cv_.notify_all();
+}
+
+std::shared_ptr<const tls::CertifiedKey> Manager::current(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(name);
+  return it == entries_.end() ? nullptr : it->second.cert;
+}
+
+bool Manager::refresh_from_storage(Entry& e) {
+  auto stored = storage_.load_cert(e.issuer, e.want.name);
+  if (!stored) {
+    log::warn("acme_storage_unreadable")
+        .kv("name", e.want.name)
+        .kv("error", stored.errors().front().str());
+    return false;
+  }
+  if (!stored->has_value()) return false;
+  StoredCert& sc = **stored;
+  e.meta = sc.meta;
+  if (sc.cert_pem.empty()) return false;
+  if (e.cert && e.cert_pem == sc.cert_pem) return false;
+  auto ck = tls::CertifiedKey::from_pem(sc.cert_pem, sc.key_pem, e.want.name + ".crt",
+                                        e.want.name + ".key");
+  if (!ck) {
+    log::warn("acme_storage_unreadable")
+        .kv("name", e.want.name)
+        .kv("error", ck.errors().front().str());
+    return false;
+  }
+  // Only a newer certificate replaces the one served (storage may hold an older one when our
+  // last write failed).
+  if (e.cert && ck->not_after() <= e.cert->not_after()) return false;
+  e.cert = std::make_shared<const tls::CertifiedKey>(std::move(*ck));
+  e.cert_pem = sc.cert_pem;
+  // At start, or another replica's (or an earlier run's) order: served from the next rebuild.
+  log::info("acme_certificate_loaded")
+      .kv("name", e.want.name)
+      .kv("ca", e.want.ca)
+      .kv("serial", e.cert->serial_hex())
+      .kv("not_after_unix", unix_seconds(e.cert->not_after()));
+  return true;
+}
+
+bool Manager::due(const Entry& e, SystemTime now) const {
+  if (e.meta.next_attempt && now < *e.meta.next_attempt) return false;
+  if (!e.cert) return true;
+  if (e.meta.renew_at) return now >= *e.meta.renew_at;
+  return now >= renewal_time(e.cert->not_before(), e.cert->not_after());
+}
+
+SystemTime Manager::next_wake(SystemTime now) const {
+  SystemTime wake = now + options_.check_interval;
+  for (const auto& [name, e] : entries_) {
+    SystemTime t = now;
+    if (e.cert) {
+      t = e.meta.renew_at ? *e.meta.renew_at
+                          : renewal_time(e.cert->not_before(), e.cert->not_after());
+    }
+    if (e.meta.next_attempt) t = std::max(t, *e.meta.next_attempt);
+    wake = std::min(wake, std::max(t, now));
+  }
+  return wake;
+}
+
+void Manager::run() {
+  std::unique_lock lock(mu_);
+  SystemTime last_refresh = std::chrono::system_clock::now();
+  while (!stop_) {
+    SystemTime now = std::chrono::system_clock::now();
+    bool changed = false;
+    if (now - last_refresh >= options_.check_interval) {
+      for (auto& [name, e] : entries_) changed |= refresh_from_storage(e);
+      last_refresh = now;
+    }
+    std::vector<std::string> todo;
+    for (const auto& [name, e] : entries_)
+      if (due(e, now)) todo.push_back(name);
+    if (changed && options_.on_change) {
+      lock.unlock();
+      options_.on_change();
+      lock.lock();
+    }
+    for (const auto& name : todo) {
+      if (stop_) break;
+      lock.unlock();
+      bool c = attempt(name);
+      if (c && options_.on_change) options_.on_change();
+      lock.lock();
+    }
+    if (stop_) break;
+    if (!todo.empty()) continue;  // a pass may have made others due (a lock went away)
+    SystemTime wake = next_wake(std::chrono::system_clock::now());
+    cv_.wait_until(lock, wake, [this] { return stop_ || wake_; });
+    if (wake_) {
+      wake_ = false;
+      for (auto& [name, e] : entries_) {
+        if (refresh_from_storage(e) && options_.on_change) {
+          lock.unlock();
+          options_.on_change();
+          lock.lock();
+        }
+      }
+    }
+  }
+}
+
+Client& Manager::client_for(const engine::AcmeName& want) {
+  std::string key = want.ca + "\n" + want.ca_root;
+  auto& c = clients_[key];
+  if (!c) {
+    ClientOptions o;
+    o.directory_url = want.ca;
+    o.ca_root_file = want.ca_root;
+    c = std::make_unique<Client>(std::move(o));
+  }
+  return *c;
+}
+
+Outcome<std::string> Manager::account(Client& client, const engine::AcmeName& want,
+                                      const std::string& issuer, std::optional<AccountKey>& key) {
+  auto fail = [&](const std::string& detail) {
+    Failure f;
+    f.step = "account";
+    f.detail = detail;
+    return f;
+  };
+  auto stored = storage_.load_account(issuer, want.email);
+  if (!stored) return fail(stored.errors().front().str());
+  if (stored->has_value() && !(*stored)->key_pem.empty()) {
+    auto k = AccountKey::from_pem((*stored)->key_pem, "account key of " + want.email);
+    if (!k) return fail(k.errors().front().str());
+    key.emplace(std::move(*k));
+    if (!(*stored)->kid.empty()) return (*stored)->kid;
+  } else {
+    auto k = AccountKey::generate();
+    if (!k) return fail(k.errors().front().str());
+    key.emplace(std::move(*k));
+  }
+  // RFC 8555 §7.3.1: onlyReturnExisting first, so a key stored without its URL (or another
+  // replica's fresh account) is found rather than duplicated.
+  auto kid = client.account(*key, want.email);
+  if (!kid) return kid;
+  StoredAccount acc{want.email, *kid, key->pem()};
+  if (auto saved = storage_.save_account(issuer, acc); !saved) {
+    return fail("account created but not stored: " + saved.errors().front().str());
+  }
+  return kid;
+}
+
+bool Manager::attempt(const std::string& name) {
+  Entry snap;
+  {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(name);
+    if (it == entries_.end()) return false;
+    snap = it->second;
+  }
+  const engine::AcmeName& want = snap.want;
+  const std::string key = lock_key(snap.issuer, name);
+  const SystemTime started = std::chrono::system_clock::now();
+
+  // One replica orders; the others wait for its lock to go, then load its result.
+  auto locked = storage_.try_lock(key, options_.holder, options_.lock_ttl);
+  if (!locked || !*locked) {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(name);
+    if (it == entries_.end()) return false;
+    Entry& e = it->second;
+    if (!e.waiting_logged) {
+      auto l = log::info("acme_waiting_for_lock");
+      l.kv("name", name).kv("lock", key);
+      if (!locked) l.kv("error", locked.errors().front().str());
+      e.waiting_logged = true;
+    }
+    bool adopted = refresh_from_storage(e);
+    if (due(e, started)) {
+      SystemTime again =
+          started + std::chrono::duration_cast<SystemTime::duration>(options_.lock_poll);
+      e.meta.next_attempt = std::max(e.meta.next_attempt.value_or(again), again);
+    }
+    return adopted;
+  }
+
+  // Under the lock: another replica may have finished while we waited.
+  {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(name);
+    if (it == entries_.end()) {
+      storage_.unlock(key, options_.holder);
+      return false;
+    }
+    Entry& e = it->second;
+    e.waiting_logged = false;
+    bool adopted = refresh_from_storage(e);
+    if (!due(e, started)) {
+      storage_.unlock(key, options_.holder);
+      return adopted;
+    }
+    snap = e;
+  }
+
+  const bool renewal = snap.cert != nullptr;
+  log::info("acme_obtain_started")
+      .kv("name", name)
+      .kv("ca", want.ca)
+      .kv("renewal", renewal)
+      .kv("challenges", want.challenges);
+
+  Client& client = client_for(want);
+  std::optional<AccountKey> account_key;
+  Outcome<Issued> issued = Failure{};
+  std::string cert_key_pem;
+  auto kid = account(client, want, snap.issuer, account_key);
+  if (!kid) {
+    issued = kid.failure();
+  } else if (auto k = new_cert_key_pem(); !k) {
+    Failure f;
+    f.step = "csr";
+    f.detail = k.errors().front().str();
+    issued = f;
+  } else {
+    cert_key_pem = *k;
+    OrderRequest req;
+    req.names = {name};
+    req.cert_key_pem = cert_key_pem;
+    req.challenge_types = want.challenges;
+    if (renewal && !snap.meta.ari_id.empty()) req.replaces = snap.meta.ari_id;
+    GatewaySolver solver(storage_);
+    issued = client.obtain(*account_key, *kid, req, solver);
+  }
+
+  std::shared_ptr<const tls::CertifiedKey> cert;
+  Failure failure;
+  if (issued) {
+    auto ck = tls::CertifiedKey::from_pem(issued->chain_pem, cert_key_pem, issued->url,
+                                          "the new key of " + name);
+    if (ck) {
+      cert = std::make_shared<const tls::CertifiedKey>(std::move(*ck));
+    } else {
+      failure.step = "certificate";
+      failure.url = issued->url;
+      failure.detail = "the CA's chain does not load: " + ck.errors().front().str();
+    }
+  } else {
+    failure = issued.failure();
+  }
+
+  const SystemTime now = std::chrono::system_clock::now();
+  CertMeta meta = snap.meta;
+  meta.names = {name};
+  meta.issuer = snap.issuer;
+  meta.ca = want.ca;
+  bool changed = false;
+  if (cert) {
+    meta.not_before = cert->not_before();
+    meta.not_after = cert->not_after();
+    meta.obtained_at = now;
+    meta.renew_at = renewal_time(cert->not_before(), cert->not_after());
+    meta.ari_id.clear();
+    // RFC 9773: the CA's suggested window, when it has one, over the fixed ratio.
+    if (auto has = client.has_renewal_info(); has && *has) {
+      if (auto id = ari_cert_id(issued->chain_pem)) meta.ari_id = *id;
+      if (auto ri = client.renewal_info(issued->chain_pem)) meta.renew_at = ri->window_start;
+    }
+    meta.last_error.clear();
+    meta.last_error_at.reset();
+    meta.next_attempt.reset();
+    meta.failures = 0;
+    StoredCert sc{issued->chain_pem, cert_key_pem, meta};
+    if (auto saved = storage_.save_cert(snap.issuer, name, sc); !saved) {
+      // Served from memory all the same; the next start (or another replica) orders again.
+      log::error("acme_storage_write_failed")
+          .kv("name", name)
+          .kv("error", saved.errors().front().str());
+    }
+    log::info("acme_certificate_obtained")
+        .kv("name", name)
+        .kv("ca", want.ca)
+        .kv("renewal", renewal)
+        .kv("serial", cert->serial_hex())
+        .kv("not_after_unix", unix_seconds(cert->not_after()))
+        .kv("renew_at_unix", unix_seconds(*meta.renew_at))
+        .kv("duration_s", std::chrono::duration<double>(now - started).count());
+    changed = true;
+  } else {
+    meta.failures += 1;
+    seconds delay = backoff_delay(meta.failures, failure.retry_after);
+    meta.last_error = failure.str();
+    meta.last_error_at = now;
+    meta.next_attempt = now + delay;
+    if (auto saved = storage_.save_meta(snap.issuer, name, meta); !saved) {
+      log::warn("acme_storage_write_failed")
+          .kv("name", name)
+          .kv("error", saved.errors().front().str());
+    }
+    auto l = log::error("acme_failed");
+    l.kv("name", name)
+        .kv("ca", want.ca)
+        .kv("step", failure.step)
+        .kv("url", failure.url)
+        .kv("status", failure.http_status)
+        .kv("problem_type", failure.problem_type)
+        .kv("detail", failure.detail)
+        .kv("problem", failure.problem)
+        .kv("failures", meta.failures)
+        .kv("next_attempt_s", static_cast<int64_t>(delay.count()))
+        .kv("renewal", renewal);
+    if (failure.retry_after)
+      l.kv("retry_after_s", static_cast<int64_t>(failure.retry_after->count()));
+    if (renewal) {
+      l.kv("serving_serial", snap.cert->serial_hex());
+      l.kv("serving_expired", snap.cert->expired(now));
+    }
+  }
+  storage_.unlock(key, options_.holder);
+
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return false;
+  it->second.meta = meta;
+  if (cert) {
+    it->second.cert = cert;
+    it->second.cert_pem = issued->chain_pem;
+  }
+  return changed;
+}
+
+}  // namespace hsp::acme
