@@ -94,7 +94,8 @@ seconds backoff_delay(int failures, std::optional<seconds> retry_after) {
 }
 
 SystemTime renewal_time(SystemTime not_before, SystemTime not_after) {
-  return not_after - (not_after - not_before) / 3;
+  // Whole seconds: the metadata and `certs` print it.
+  return std::chrono::floor<seconds>(not_after - (not_after - not_before) / 3);
 }
 
 Manager::Manager(Options options) : options_(std::move(options)), storage_(options_.data_dir) {

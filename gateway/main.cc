@@ -446,6 +446,7 @@ int run(const Args& a) {
     if (sigwait(&set, &sig) != 0) continue;
     if (sig == SIGHUP) {
       log::info("reload_requested").kv("config", config_name);
+      serving->acme->check_now();  // `certs renew`, or another replica's certificate
       auto next = load(a);
       if (!next) {
         log_errors("reload_failed", next.errors());
@@ -612,6 +613,7 @@ int run_docker(const Args& a) {
     if (sigwait(&set, &sig) != 0) continue;
     if (sig == SIGHUP) {
       log::info("reload_requested").kv("config", "<docker>");
+      serving->acme->check_now();  // `certs renew`, or another replica's certificate
       watcher.trigger();
       continue;
     }
