@@ -3,8 +3,6 @@
 // - Account key rollover, deactivation (§7.3.5, §7.3.6) and revocation (§7.6): not needed to
 //   keep certificates current; an operator does these with another client.
 // - Only ES256 account keys (jws.h); Caddy's default key type is the same.
-// - No way to interrupt a call: polling sleeps on the calling thread for up to poll_limit, so a
-//   shutdown waits for the current order step (the manager's thread, never the data plane).
 #include "acme/client.h"
 
 #include <openssl/bio.h>
@@ -315,7 +313,8 @@ std::string Failure::str() const {
 
 struct Client::Impl {
   explicit Impl(const ClientOptions& o)
-      : https(HttpsOptions{o.ca_root_file, o.timeout, o.user_agent}) {}
+      : https(HttpsOptions{o.ca_root_file, o.timeout, o.user_agent, HttpsOptions{}.body_limit,
+                           o.cancelled}) {}
 
   HttpsClient https;
   std::optional<json> directory;
@@ -487,7 +486,14 @@ Outcome<json> poll(Impl& impl, const ClientOptions& options, const std::string& 
       f.problem = doc.dump();
       return f;
     }
-    std::this_thread::sleep_for(wait);
+    // In slices, so that a stopping process is not held up by a CA's long Retry-After.
+    for (auto until = SteadyClock::now() + wait; SteadyClock::now() < until;) {
+      if (options.cancelled && options.cancelled->load()) {
+        return local_failure(step, url, "cancelled: the gateway is stopping");
+      }
+      std::this_thread::sleep_for(std::min<SteadyClock::duration>(until - SteadyClock::now(),
+                                                                  std::chrono::milliseconds(100)));
+    }
   }
 }
 

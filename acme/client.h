@@ -5,6 +5,7 @@
 // the CA answered (its problem document, RFC 8555 §6.7) and when it allows a retry.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -62,6 +63,9 @@ struct ClientOptions {
   std::chrono::seconds poll_limit{std::chrono::minutes(3)};
   int bad_nonce_retries = 10;  // RFC 8555 §6.5: retry with the fresh nonce the error carries
   std::string user_agent = "hsp-gateway";
+  // Set by another thread when the process stops: requests and polling end within ~100 ms
+  // with a Failure whose detail says so. Null: never.
+  std::shared_ptr<const std::atomic<bool>> cancelled;
 };
 
 // One challenge the client needs answered before it tells the CA to validate.

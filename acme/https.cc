@@ -48,8 +48,8 @@ std::string tls_error(const beast::error_code& ec, SSL* ssl) {
 // request's deadline passes; then the socket is closed, which ends the operation.
 class Exchange {
  public:
-  Exchange(asio::ssl::context& ctx, Clock::time_point deadline)
-      : resolver_(ioc_), stream_(ioc_, ctx), deadline_(deadline) {}
+  Exchange(asio::ssl::context& ctx, Clock::time_point deadline, const std::atomic<bool>* cancelled)
+      : resolver_(ioc_), stream_(ioc_, ctx), deadline_(deadline), cancelled_(cancelled) {}
 
   template <typename Start>
   bool run(Start&& start, beast::error_code& ec) {
@@ -60,7 +60,7 @@ class Exchange {
     });
     while (!done) {
       const auto now = Clock::now();
-      if (now >= deadline_) {
+      if (now >= deadline_ || (cancelled_ && cancelled_->load())) {
         beast::error_code ignored;
         resolver_.cancel();
         stream_.next_layer().close(ignored);
@@ -68,7 +68,8 @@ class Exchange {
         ioc_.restart();
         return false;
       }
-      ioc_.run_one_for(deadline_ - now);
+      // Slices of at most 100 ms, so that a cancellation is seen promptly.
+      ioc_.run_one_for(std::min<Clock::duration>(deadline_ - now, std::chrono::milliseconds(100)));
     }
     ioc_.restart();
     return true;
@@ -82,6 +83,7 @@ class Exchange {
   tcp::resolver resolver_;
   asio::ssl::stream<tcp::socket> stream_;
   Clock::time_point deadline_;
+  const std::atomic<bool>* cancelled_;
 };
 
 }  // namespace
@@ -179,7 +181,7 @@ Result<HttpsResponse> HttpsClient::send(const HttpsRequest& req) {
     const auto deadline = Clock::now() + options_.timeout;
     const std::string timeout_s =
         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(options_.timeout).count());
-    Exchange ex(tls_->ctx, deadline);
+    Exchange ex(tls_->ctx, deadline, options_.cancelled.get());
     beast::error_code ec;
 
     // Resolve with Asio's resolver (getaddrinfo on its private thread, cancellable).

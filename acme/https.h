@@ -8,6 +8,7 @@
 // tens of milliseconds per order), no chunked request bodies.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -53,6 +54,9 @@ struct HttpsOptions {
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};
   std::string user_agent = "hsp-gateway";
   std::size_t body_limit = std::size_t{8} << 20;  // a chain or a directory is a few KiB
+  // Set (by another thread) when the process stops: a request under way ends within ~100 ms
+  // as if its deadline had passed. Null: never.
+  std::shared_ptr<const std::atomic<bool>> cancelled;
 };
 
 class HttpsClient {

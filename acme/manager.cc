@@ -108,6 +108,7 @@ Manager::~Manager() {
 }
 
 void Manager::stop() {
+  cancelled_->store(true);
   {
     std::lock_guard lock(mu_);
     stop_ = true;
@@ -261,6 +262,7 @@ Client& Manager::client_for(const engine::AcmeName& want) {
     ClientOptions o;
     o.directory_url = want.ca;
     o.ca_root_file = want.ca_root;
+    o.cancelled = cancelled_;
     c = std::make_unique<Client>(std::move(o));
   }
   return *c;
@@ -379,6 +381,11 @@ bool Manager::attempt(const std::string& name) {
     issued = client.obtain(*account_key, *kid, req, solver);
   }
 
+  if (!issued && cancelled_->load()) {
+    // Stopping: not the CA's failure, so nothing is recorded; the next start orders again.
+    storage_.unlock(key, options_.holder);
+    return false;
+  }
   std::shared_ptr<const tls::CertifiedKey> cert;
   Failure failure;
   if (issued) {

@@ -10,6 +10,7 @@
 // lock orders; the others wait for the lock to go and load the result from storage.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -54,7 +55,7 @@ class Manager : public engine::ManagedCerts {
   };
 
   explicit Manager(Options options);
-  ~Manager() override;  // stops the thread; an order under way is abandoned
+  ~Manager() override;  // stops the thread; an order under way is abandoned (~100 ms)
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
 
@@ -94,6 +95,8 @@ class Manager : public engine::ManagedCerts {
   std::map<std::string, Entry> entries_;  // by name
   bool stop_ = false;
   bool wake_ = false;
+  // Given to every Client: stop() sets it so that an order under way ends within ~100 ms.
+  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
   std::map<std::string, std::unique_ptr<Client>> clients_;  // by CA + roots; thread only
   std::thread thread_;
 };

@@ -25,8 +25,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -483,6 +485,74 @@ class AcmeTest(unittest.TestCase):
         # No certificate: the handshake for a.test fails (as Caddy's).
         status, _, err = curl_https(self.https, NAME, stub.ca_pem)
         self.assertEqual(status, 0, "a.test answered without a certificate")
+
+
+    # -- shutdown during an order ---------------------------------------------------------------
+    @unittest.skipIf(harness.gateway_kind() == "caddy", "hsp-gateway log lines")
+    def test_sigterm_during_an_order_exits(self):
+        """A CA that accepts the TLS connection and never answers holds the manager's thread in
+        a request (30 s timeout, 3 min of polling at most): SIGTERM must still stop the gateway
+        at once, and the abandoned order is not recorded as a failure."""
+        stub = SilentCa()
+        self.addCleanup(stub.close)
+        gw = self.gateway(caddyfile(stub.directory_url, stub.ca_pem, self.http, self.https,
+                                    HTTP01))
+        started = gw.wait_event("acme_obtain_started")
+        self.assertIsNotNone(started, "no acme_obtain_started:\n" + gw.tail())
+        self.assertTrue(stub.wait_connected(10.0), "the gateway never reached the stub CA")
+        gw.proc.popen.send_signal(signal.SIGTERM)
+        # A bound on a hang, not a speed figure: the request alone would take 30 s.
+        try:
+            rc = gw.proc.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.fail("hsp-gateway still running 15 s after SIGTERM during an order:\n" + gw.tail())
+        self.assertEqual(rc, 0, gw.tail())
+        self.assertEqual(gw.events("acme_failed"), [], "a shutdown was recorded as a failure")
+
+
+class SilentCa:
+    """A TLS listener on 127.0.0.1 that completes handshakes and then never says a word."""
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="hsp-it-acme-silent-")
+        self.ca_pem, cert, key = pebble.make_ca_and_leaf(self.tmp, "hsp test silent ACME CA")
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((harness.LOOPBACK, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.connected = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                c = self.ctx.wrap_socket(c, server_side=True)
+            except (OSError, ssl.SSLError):
+                c.close()
+                continue
+            self.conns.append(c)
+            self.connected.set()
+
+    def wait_connected(self, timeout):
+        return self.connected.wait(timeout)
+
+    @property
+    def directory_url(self):
+        return "https://127.0.0.1:%d/dir" % self.port
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class RateLimitedCa:
