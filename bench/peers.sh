@@ -38,9 +38,12 @@ export LC_ALL=C
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-QUICK=${QUICK:-0}
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+. "$here/lib/common.sh"
+PROG=peers
+common_knobs "$repo"
 if [ "$QUICK" = 1 ]; then
-  RUNS=${RUNS:-1} DUR=${DUR:-1} WARM=${WARM:-1} MAX_TRIES=${MAX_TRIES:-1} QUIET_WAIT=${QUIET_WAIT:-0}
+  RUNS=${RUNS:-1} DUR=${DUR:-1} WARM=${WARM:-1}
 fi
 RUNS=${RUNS:-2}
 DUR=${DUR:-10}            # seconds of measured load (hsp-bench -d)
@@ -48,210 +51,38 @@ WARM=${WARM:-2}           # seconds of warm-up before it, same connections (hsp-
 CONNS=${CONNS:-50}
 STREAMS=${STREAMS:-10}    # concurrent streams per connection for h2 and h3
 PROXIES=${PROXIES:-"nginx haproxy caddy h2o hsp-gateway"}
-PROXY_CPU=${PROXY_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
-HSP_GATEWAY=${HSP_GATEWAY:-$repo/build/gateway/hsp-gateway}
-HSP_BENCH=${HSP_BENCH:-$repo/build/bench/hsp-bench}
-QUIET_MAX=${QUIET_MAX:-15}      # start a load once the machine is below this % of one core...
-QUIET_WAIT=${QUIET_WAIT:-60}    # ...or after this many seconds of waiting (0: do not wait)
-FOREIGN_MAX=${FOREIGN_MAX:-15}  # a load during which others used more (% of one core) is redone
-MAX_TRIES=${MAX_TRIES:-3}       # at most this many times; the least disturbed one is kept
 PROFILE=${PROFILE:-0}
 PERF_SECS=${PERF_SECS:-5}
 PERF_CALLGRAPH=${PERF_CALLGRAPH:-dwarf,16384}
-HZ=$(getconf CLK_TCK)
+PROXY_SETTLE=0.5  # after a proxy listens: Caddy's h3 listener, h2o's worker, before idle RSS
 
 # ------------------------------------------------------------------------------ prerequisites
-missing=()
-for tool in nginx haproxy caddy h2o openssl curl taskset ss timeout python3; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-[ "$PROFILE" = 1 ] && ! command -v perf >/dev/null 2>&1 && missing+=("perf (apt-get install linux-perf)")
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "peers: missing ${missing[*]}; install with: sudo HSP_WITH_BENCH=1 scripts/install-deps.sh" >&2
-  exit 2
-fi
-for bin in "$HSP_GATEWAY" "$HSP_BENCH"; do
-  if [ ! -x "$bin" ]; then
-    echo "peers: no $(basename "$bin") at $bin; build it (cmake -S . -B build -G Ninja &&" \
-      "ninja -C build hsp-gateway hsp-bench) or set HSP_GATEWAY / HSP_BENCH" >&2
-    exit 2
-  fi
-done
-if [ "$(nproc)" -lt 2 ] || [ "$PROXY_CPU" = "$LOAD_CPU" ]; then
-  echo "peers: needs two CPUs, the proxy's ($PROXY_CPU) apart from the load's ($LOAD_CPU)" >&2
-  exit 2
-fi
+tools=(nginx haproxy caddy h2o openssl curl taskset ss timeout python3)
+[ "$PROFILE" = 1 ] && tools+=(perf)  # Debian's linux-perf
+require_tools "${tools[@]}"
+require_bins "build it (cmake -S . -B build -G Ninja && ninja -C build hsp-gateway hsp-bench) \
+or set HSP_GATEWAY / HSP_BENCH" "$HSP_GATEWAY" "$HSP_BENCH"
+require_two_cpus
 for n in $PROXIES; do
   case $n in nginx | haproxy | caddy | h2o | hsp-gateway) ;;
     *) echo "peers: unknown proxy '$n' (nginx haproxy caddy h2o hsp-gateway)" >&2; exit 2 ;;
   esac
 done
 
-OUT=${OUT:-$(mktemp -d /tmp/peers.XXXXXX)}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-WORK=$(mktemp -d "$OUT/work.XXXXXX")
-LOG="$OUT/raw.txt"
-RESULTS="$OUT/results.jsonl"  # one JSON object per load (or per proxy that failed to start)
-: > "$LOG"
-: > "$RESULTS"
-
-# ------------------------------------------------------------------------------ process control
-# Only processes started here are ever signalled, by the ids recorded in OWNED.
-OWNED=()
-own() { OWNED+=("$1"); }
-disown_pid() {
-  local keep=() p
-  for p in "${OWNED[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-  OWNED=("${keep[@]}")
-}
-descendants() { # the pid and every process below it
-  local c
-  echo "$1"
-  for c in $(pgrep -P "$1" 2>/dev/null); do descendants "$c"; done
-}
-stop_pid() { # TERM, up to 5 s, then KILL; then whatever it had started that is still alive
-  local p=$1 below c
-  below=$(descendants "$p" | tail -n +2)
-  kill -TERM "$p" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-  wait "$p" 2>/dev/null
-  for c in $below; do kill -0 "$c" 2>/dev/null && kill -KILL "$c" 2>/dev/null; done
-  disown_pid "$p"
-}
-cleanup() {
-  local p
-  # A second Ctrl-C must not cut the cleanup short and leave servers behind.
-  trap '' INT TERM
-  trap - EXIT
-  for p in "${OWNED[@]}"; do stop_pid "$p"; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'echo "peers: interrupted" >&2; cleanup; exit 130' INT TERM
-
-note() { echo "$*" >> "$LOG"; }
-say() { echo "$*" | tee -a "$LOG" >&2; }
-
-# ------------------------------------------------------------------------------ measuring
-user_sys_of() { # "utime stime" of a process tree, in clock ticks (each stat covers its threads)
-  local p su=0 ss=0 u s
-  for p in $(descendants "$1"); do
-    # fields after "(comm) ": 12 = utime, 13 = stime
-    read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12, $13}')
-    su=$((su + ${u:-0})); ss=$((ss + ${s:-0}))
-  done
-  echo "$su $ss"
-}
-status_kb() { # field pid: a /proc/PID/status field (VmRSS, VmHWM) summed over the tree, in kB
-  local p s=0 v
-  for p in $(descendants "$2"); do
-    v=$(awk -v f="$1:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null)
-    s=$((s + ${v:-0}))
-  done
-  echo "$s"
-}
-busy_ticks() { # user+nice+system+irq+softirq summed over all CPUs
-  awk '/^cpu[0-9]+ /{b += $2 + $3 + $4 + $7 + $8} END{print b}' /proc/stat
-}
-free_ports() { # N distinct ports free on 127.0.0.1 for both TCP and UDP (h3 shares the TLS port)
-  python3 - "$1" <<'PY'
-import socket, sys
-held, ports = [], []
-while len(ports) < int(sys.argv[1]):
-    t = socket.socket()
-    t.bind(("127.0.0.1", 0))
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", t.getsockname()[1]))
-    except OSError:
-        t.close()
-        continue
-    held += [t, u]
-    ports.append(t.getsockname()[1])
-print(" ".join(map(str, ports)))
-PY
-}
-wait_listen() { # port pid; TCP, up to 15 s, while pid lives
-  for _ in $(seq 150); do
-    ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-backend_requests() { # requests the backend nginx has counted so far (stub_status)
-  curl -s --max-time 5 "http://127.0.0.1:$STATUS_PORT/" | awk 'NR == 3 {print $3}'
-}
-quiet_gate() { # wait for other work on the machine (builds, other loads) to calm down
-  local waited=0 a b pct
-  [ "$QUIET_WAIT" -le 0 ] && return
-  while :; do
-    a=$(busy_ticks); sleep 1; b=$(busy_ticks)
-    pct=$(((b - a) * 100 / HZ))
-    if [ "$pct" -le "$QUIET_MAX" ] || [ "$waited" -ge "$QUIET_WAIT" ]; then
-      note "quiet gate: machine busy ${pct}% of one core after ${waited}s of waiting"
-      return
-    fi
-    waited=$((waited + 1))
-  done
-}
+out_dirs
+set_cleanup_traps
 
 # ------------------------------------------------------------------------------ configurations
+# The shared pieces (nginx prelude, backend, nginx as proxy, Caddyfile sites) are in
+# bench/lib/common.sh; this script adds TLS to them.
 make_certs() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" >>"$LOG" 2>&1 || return 1
   cat "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/cert+key.pem"  # HAProxy's `crt`
 }
-
-nginx_prelude() { # $1 = directory
-  cat <<EOF
-daemon off;
-master_process on;
-worker_processes 1;
-$([ "$(id -u)" = 0 ] && echo "user root;")
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $1/tmp-body;
-  proxy_temp_path $1/tmp-proxy;
-  fastcgi_temp_path $1/tmp-fastcgi;
-  uwsgi_temp_path $1/tmp-uwsgi;
-  scgi_temp_path $1/tmp-scgi;
-  keepalive_requests 1000000000;
-  keepalive_timeout 300s;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_certificate $WORK/cert.pem;
-  ssl_certificate_key $WORK/key.pem;
-EOF
-}
-
-write_backend_conf() { # return 200 with a 13-byte body; h1 cleartext, h2 over TLS, stub_status
-  local d=$WORK/backend
-  mkdir -p "$d"
-  {
-    nginx_prelude "$d"
-    cat <<EOF
-  default_type text/plain;
-  server {
-    listen 127.0.0.1:$BACKEND_H1 backlog=4096;
-    listen 127.0.0.1:$BACKEND_TLS ssl http2 backlog=4096;
-    location / { return 200 "Hello, World!"; }
-  }
-  # Its own port, so that the script's status requests never mix with the proxies'.
-  server {
-    listen 127.0.0.1:$STATUS_PORT;
-    location / { stub_status; }
-  }
-}
-EOF
-  } > "$d/nginx.conf"
-}
+NGINX_HTTP_EXTRA=("ssl_protocols TLSv1.2 TLSv1.3;" "ssl_certificate $WORK/cert.pem;"
+  "ssl_certificate_key $WORK/key.pem;")
 
 TLS13_SUITES=TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
 write_proxy_conf() { # $1 = proxy: cleartext h1 on $PX_H1, TLS (h2, h3 if any) on $PX_TLS
@@ -263,38 +94,14 @@ write_proxy_conf() { # $1 = proxy: cleartext h1 on $PX_H1, TLS (h2, h3 if any) o
       # that nothing would ever try port 80. Upstream keep-alive: up to 500 h2 streams are in
       # flight, each on its own HTTP/1.1 upstream connection; Caddy's default idle pool (32 per
       # host) would close and re-dial most of them, the other peers keep them all.
-      cat > "$d/Caddyfile" <<EOF
-{
-	admin off
-	skip_install_trust
-	auto_https disable_redirects
-	http_port $SPARE_PORT
-	https_port $PX_TLS
-}
-
-http://127.0.0.1:$PX_H1 {
-	bind 127.0.0.1
-	reverse_proxy 127.0.0.1:$BACKEND_H1 {
-		transport http {
-			keepalive 120s
-			keepalive_idle_conns 1024
-			keepalive_idle_conns_per_host 1024
-		}
-	}
-}
-
-https://127.0.0.1:$PX_TLS {
-	bind 127.0.0.1
-	tls $WORK/cert.pem $WORK/key.pem
-	reverse_proxy 127.0.0.1:$BACKEND_H1 {
-		transport http {
-			keepalive 120s
-			keepalive_idle_conns 1024
-			keepalive_idle_conns_per_host 1024
-		}
-	}
-}
-EOF
+      {
+        caddy_globals "$SPARE_PORT" "$PX_TLS"
+        caddy_site "http://127.0.0.1:$PX_H1"
+        caddy_site "https://127.0.0.1:$PX_TLS" "tls $WORK/cert.pem $WORK/key.pem"
+      } > "$d/Caddyfile"
+      ;;
+    nginx)
+      write_nginx_proxy_conf "$d" "$PX_H1" "listen 127.0.0.1:$PX_TLS ssl http2 backlog=4096;"
       ;;
     haproxy)
       # http-reuse always: upstream connections are shared between client connections, as the
@@ -321,29 +128,6 @@ frontend in
 backend upstream
   server backend 127.0.0.1:$BACKEND_H1
 EOF
-      ;;
-    nginx)
-      {
-        nginx_prelude "$d"
-        cat <<EOF
-  upstream backend {
-    server 127.0.0.1:$BACKEND_H1;
-    keepalive 1024;
-    keepalive_requests 1000000000;
-    keepalive_timeout 300s;
-  }
-  server {
-    listen 127.0.0.1:$PX_H1 backlog=4096;
-    listen 127.0.0.1:$PX_TLS ssl http2 backlog=4096;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
-      } > "$d/nginx.conf"
       ;;
     h2o)
       # h2o keeps upstream connections alive for proxy.timeout.keepalive (its pool has no size
@@ -376,28 +160,6 @@ EOF
   esac
 }
 
-start_on_cpu() { # cpu name argv...: starts argv pinned to cpu, output to $WORK/name/out.log
-  local cpu=$1 name=$2
-  shift 2
-  taskset -c "$cpu" "$@" >>"$WORK/$name/out.log" 2>&1 &
-  STARTED=$!
-  own "$STARTED"
-}
-
-start_backend() {
-  write_backend_conf
-  start_on_cpu "$LOAD_CPU" backend nginx -p "$WORK/backend" -e "$WORK/backend/error.log" \
-    -c "$WORK/backend/nginx.conf"
-  BACKEND_PID=$STARTED
-  wait_listen "$BACKEND_H1" "$BACKEND_PID" && wait_listen "$BACKEND_TLS" "$BACKEND_PID" &&
-    wait_listen "$STATUS_PORT" "$BACKEND_PID"
-}
-
-loopback_only() { # pid: prints the tree's TCP/UDP listeners that are not on 127.0.0.1
-  local pids
-  pids=$(descendants "$1" | paste -sd'|' -)
-  { ss -Hltnp; ss -Hlunp; } 2>/dev/null | grep -E "pid=($pids)," | awk '$4 !~ /^127\.0\.0\.1:/'
-}
 udp_listening() { # port pid: does the tree listen on UDP 127.0.0.1:port (h3)?
   local pids
   pids=$(descendants "$2" | paste -sd'|' -)
@@ -423,20 +185,7 @@ start_proxy() { # $1 = name; sets PROXY_PID, IDLE_RSS_KB, PROXY_H3
     h2o) start_on_cpu "$PROXY_CPU" "$n" h2o -c "$d/h2o.conf" ;;
   esac
   PROXY_PID=$STARTED
-  if ! wait_listen "$PX_H1" "$PROXY_PID" || ! wait_listen "$PX_TLS" "$PROXY_PID"; then
-    say "!! $n did not listen on 127.0.0.1:$PX_H1 and :$PX_TLS; its output:"
-    tail -n 20 "$d/out.log" "$d/error.log" 2>/dev/null | tee -a "$LOG" >&2
-    stop_pid "$PROXY_PID"
-    return 1
-  fi
-  sleep 0.5  # let it finish starting (Caddy's h3 listener, h2o's worker) before idle RSS
-  local bad
-  bad=$(loopback_only "$PROXY_PID")
-  if [ -n "$bad" ]; then
-    say "!! $n listens beyond 127.0.0.1, stopping it: $bad"
-    stop_pid "$PROXY_PID"
-    return 1
-  fi
+  proxy_up "$n" "$PX_H1" "$PX_TLS" || return 1
   IDLE_RSS_KB=$(status_kb VmRSS "$PROXY_PID")
   PROXY_H3=0
   udp_listening "$PX_TLS" "$PROXY_PID" && PROXY_H3=1
@@ -445,9 +194,7 @@ start_proxy() { # $1 = name; sets PROXY_PID, IDLE_RSS_KB, PROXY_H3
     "http://127.0.0.1:$PX_H1/")
   c2=$(curl -s --cacert "$WORK/cert.pem" --http2 --max-time 5 -o "$WORK/body2" \
     -w '%{http_version} %{http_code}' "https://127.0.0.1:$PX_TLS/")
-  note "$n pid $PROXY_PID tree [$(descendants "$PROXY_PID" | paste -sd' ' -)]" \
-    "threads $(find "/proc/$PROXY_PID/task" -mindepth 1 -maxdepth 1 | wc -l)" \
-    "affinity $(taskset -pc "$PROXY_PID" | awk '{print $NF}') idle RSS ${IDLE_RSS_KB} kB h3 $PROXY_H3" \
+  note "$(proxy_facts "$n") idle RSS ${IDLE_RSS_KB} kB h3 $PROXY_H3" \
     "checks: h1 HTTP/$c1 '$(cat "$WORK/body1" 2>/dev/null)', h2 HTTP/$c2"
   if [ "$c1" != "1.1 200" ] || [ "$c2" != "2 200" ]; then
     say "!! $n answered '$c1' (h1) and '$c2' (h2) instead of '1.1 200' and '2 200'"
@@ -457,106 +204,19 @@ start_proxy() { # $1 = name; sets PROXY_PID, IDLE_RSS_KB, PROXY_H3
 }
 
 # ------------------------------------------------------------------------------ one load
-BENCH_OUT=$WORK/bench.json
 bench() { # proto url [extra hsp-bench args]: one bounded load from CPU $LOAD_CPU -> $BENCH_OUT
   local proto=${1%-open} url=$2  # h1-open: h1 with --rate among the extra arguments
   shift 2
   local streams=()
   [ "$proto" != h1 ] && streams=(-m "$STREAMS")
-  # `timeout` is the backstop should hsp-bench itself hang: warm-up + duration + 30 s.
-  taskset -c "$LOAD_CPU" timeout -k 5 "$(awk -v w="$WARM" -v d="$DUR" 'BEGIN{print int(w + d + 30)}')" \
-    "$HSP_BENCH" "$url" --proto "$proto" -c "$CONNS" "${streams[@]}" -d "$DUR" -w "$WARM" \
-    --cacert "$WORK/cert.pem" --json "$@" > "$BENCH_OUT" 2> "$WORK/bench.err"
-}
-
-json_num() { # file key: a top-level number of hsp-bench's JSON (empty when absent)
-  python3 -c 'import json,sys
-try:
-    v = json.load(open(sys.argv[1])).get(sys.argv[2])
-    print("" if v is None else v)
-except Exception:
-    print("")' "$1" "$2"
-}
-
-measure_once() { # who proto url [extra]: one load; appends its record to $WORK/attempt.json
-  local who=$1 proto=$2 url=$3
-  shift 3
-  quiet_gate
-  local pu0=0 ps0=0 pu1=0 ps1=0 b0 b1 m0 m1 r0 r1 t0 t1
-  [ -n "$PROXY_PID" ] && read -r pu0 ps0 < <(user_sys_of "$PROXY_PID")
-  read -r b0 < <(user_sys_of "$BACKEND_PID" | awk '{print $1 + $2}')
-  m0=$(busy_ticks)
-  r0=$(backend_requests)
-  t0=$(date +%s.%N)
-  # In a subshell so that `times` reports hsp-bench's CPU (its children's) for the accounting.
-  ( bench "$proto" "$url" "$@"; echo "$?" > "$WORK/bench.rc"; times > "$WORK/bench.times" ) &
-  local lp=$!
-  own "$lp"
-  wait "$lp"
-  disown_pid "$lp"
-  t1=$(date +%s.%N)
-  r1=$(backend_requests)
-  m1=$(busy_ticks)
-  read -r b1 < <(user_sys_of "$BACKEND_PID" | awk '{print $1 + $2}')
-  [ -n "$PROXY_PID" ] && read -r pu1 ps1 < <(user_sys_of "$PROXY_PID")
-  local peak=0
-  [ -n "$PROXY_PID" ] && peak=$(status_kb VmHWM "$PROXY_PID")
-  local lg
-  lg=$(awk 'NR == 2 {split($1, u, /[ms]/); split($2, s, /[ms]/);
-    printf "%d", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * '"$HZ"'}' "$WORK/bench.times")
-  {
-    cat "$BENCH_OUT"
-    echo "---"
-    cat "$WORK/bench.err"
-  } >> "$LOG"
-  python3 - "$BENCH_OUT" "$WORK/attempt.json" <<PY
-import json, sys
-try:
-    bench = json.load(open(sys.argv[1]))
-except Exception:
-    bench = None
-hz = $HZ
-wall = $t1 - $t0
-proxy = ($pu1 + $ps1) - ($pu0 + $ps0)
-backend = $b1 - $b0
-loadgen = ${lg:-0}
-busy = $m1 - $m0
-# The second stub_status request counts itself.
-served = max(0, ${r1:-0} - ${r0:-0} - 1)
-rec = {
-    "who": "$who", "proto": "$proto", "url": "$url", "args": "$*",
-    "rc": int(open("$WORK/bench.rc").read().strip() or -1),
-    "stderr": open("$WORK/bench.err", errors="replace").read()[-300:],
-    "bench": bench, "backend_served": served, "wall_s": round(wall, 3),
-    "proxy_user_ticks": $pu1 - $pu0, "proxy_sys_ticks": $ps1 - $ps0, "hz": hz,
-    "peak_rss_kb": $peak,
-    "foreign_pct": round(max(0.0, 100.0 * (busy - proxy - backend - loadgen) / hz / wall), 1),
-    "proxy_core_pct": round(100.0 * proxy / hz / wall, 1),
-}
-if "$PROXY_PID" and served:
-    rec["cpu_us_per_req"] = round(proxy / hz * 1e6 / served, 2)
-    rec["user_us_per_req"] = round(($pu1 - $pu0) / hz * 1e6 / served, 2)
-    rec["sys_us_per_req"] = round(($ps1 - $ps0) / hz * 1e6 / served, 2)
-json.dump(rec, open(sys.argv[2], "w"))
-PY
+  run_bench "$url" --proto "$proto" "${streams[@]}" --cacert "$WORK/cert.pem" "$@"
 }
 
 measure() { # run who proto url [extra]: up to MAX_TRIES loads, keeps the least disturbed one
   local run=$1
   shift
-  local try best_f=999999 f
-  for try in $(seq "$MAX_TRIES"); do
-    measure_once "$@"
-    f=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["foreign_pct"]))' \
-      "$WORK/attempt.json")
-    if [ "$f" -lt "$best_f" ]; then
-      best_f=$f
-      cp "$WORK/attempt.json" "$WORK/best.json"
-    fi
-    [ "$f" -le "$FOREIGN_MAX" ] && break
-    note "[$1 $2] attempt $try disturbed (others used ${f}% of a core)"
-  done
-  python3 - "$WORK/best.json" "$run" "$try" "$IDLE_RSS_KB" "$PROXY_H3" >> "$RESULTS" <<'PY'
+  measure_best "$@"
+  python3 - "$WORK/best.json" "$run" "$MEASURE_TRIES" "$IDLE_RSS_KB" >> "$RESULTS" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 r["run"] = int(sys.argv[2])
@@ -589,7 +249,12 @@ not_measured() { # run who proto why: a row that says why there is no figure
 # ------------------------------------------------------------------------------ runs
 read -r BACKEND_H1 BACKEND_TLS STATUS_PORT PX_H1 PX_TLS SPARE_PORT <<< "$(free_ports 6)"
 make_certs || { say "peers: openssl could not make the certificate"; exit 1; }
-start_backend || { say "peers: backend nginx did not start"; tail "$WORK/backend/"*.log >&2; exit 1; }
+write_backend_conf "listen 127.0.0.1:$BACKEND_TLS ssl http2 backlog=4096;"
+if ! start_backend "$BACKEND_TLS"; then
+  say "peers: backend nginx did not start"
+  tail "$WORK/backend/"*.log >&2
+  exit 1
+fi
 note "backend pid $BACKEND_PID on 127.0.0.1:$BACKEND_H1 (h1) and :$BACKEND_TLS (h2);" \
   "proxies on 127.0.0.1:$PX_H1 (h1) and :$PX_TLS (TLS)"
 VERSIONS="$("$HSP_GATEWAY" version 2>&1 | head -1) | $(nginx -v 2>&1) |
