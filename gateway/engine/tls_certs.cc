@@ -98,6 +98,12 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
   // Every ACME name of this configuration first, so that the manager learns about names that
   // are gone before it is asked for the current ones.
   if (certs && certs->managed()) {
+    // HTTP-01 needs the CA to reach a listener on http_port. Caddy's solver would open one for
+    // the challenge; with no site or redirect there (`auto_https disable_redirects` and no
+    // http:// site) the gateway leaves HTTP-01 out and lets TLS-ALPN-01 validate instead.
+    const bool http_listener = std::any_of(
+        cfg.servers.begin(), cfg.servers.end(),
+        [&](const config::Server& s) { return !s.tls && s.port == cfg.global.http_port; });
     std::vector<AcmeName> acme;
     for (const auto& srv : cfg.servers) {
       for (const auto& p : srv.tls_policies) {
@@ -105,6 +111,9 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
         if (p.automatic && cfg.global.auto_https == config::AutoHttps::off) continue;
         for (const auto& name : p.names) {
           AcmeName want{name, p.acme_ca, p.acme_ca_root, p.email, p.challenges};
+          if (!http_listener && want.challenges.size() > 1) {
+            std::erase(want.challenges, std::string("http-01"));
+          }
           if (std::find(acme.begin(), acme.end(), want) == acme.end()) acme.push_back(want);
         }
       }

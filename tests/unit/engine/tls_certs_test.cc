@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "config/compile.h"
@@ -234,6 +235,87 @@ TEST(TlsCerts, CreatesAMissingDataDirectory) {
   EXPECT_TRUE(fs::exists((*ca)->root_path()));
   auto perms = fs::status(base + "/x/y/hsp-gateway").permissions();
   EXPECT_EQ(perms & fs::perms::all, fs::perms::owner_all);
+}
+
+// ACME names go to the ManagedCerts source: every name of the configuration in one want(), with
+// the CA, roots, e-mail and challenges its site resolves to; what current() returns is served,
+// and a name it has nothing for gets no certificate (handshakes fail until one arrives).
+class RecordingManaged : public ManagedCerts {
+ public:
+  void want(const std::vector<AcmeName>& names) override {
+    wanted = names;
+    ++calls;
+  }
+  std::shared_ptr<const tls::CertifiedKey> current(const std::string& name) override {
+    auto it = have.find(name);
+    return it == have.end() ? nullptr : it->second;
+  }
+  std::vector<AcmeName> wanted;
+  int calls = 0;
+  std::map<std::string, std::shared_ptr<const tls::CertifiedKey>> have;
+};
+
+const AcmeName* wanted(const RecordingManaged& m, const std::string& name) {
+  for (const auto& w : m.wanted)
+    if (w.name == name) return &w;
+  return nullptr;
+}
+
+TEST(TlsCerts, AcmeNamesGoToTheManagedSource) {
+  Fixture f("acme");
+  RecordingManaged managed;
+  f.certs->set_managed(&managed);
+  auto other = tls::LocalCa::open(f.dir + "/issuer");
+  ASSERT_TRUE(other.ok());
+  auto leaf = (*other)->issue({"pub.example.com"});
+  ASSERT_TRUE(leaf.ok());
+  managed.have["pub.example.com"] = *leaf;
+  config::Config cfg = load(
+      "{\n\temail ops@example.com\n\tacme_ca https://ca.example/dir\n}\n"
+      "pub.example.com {\n\trespond p\n}\n"
+      "wait.example.com {\n\trespond w\n}\n"
+      "app.localhost {\n\trespond l\n}\n");
+  auto tls = build_server_tls(cfg, f.certs.get());
+  ASSERT_TRUE(tls.ok()) << tls.errors()[0].str();
+  EXPECT_EQ(managed.calls, 1);
+  ASSERT_EQ(managed.wanted.size(), 2u);  // not app.localhost: the local CA's
+  const AcmeName* pub = wanted(managed, "pub.example.com");
+  ASSERT_TRUE(pub);
+  EXPECT_EQ(pub->ca, "https://ca.example/dir");
+  EXPECT_EQ(pub->email, "ops@example.com");
+  EXPECT_EQ(pub->challenges, (std::vector<std::string>{"http-01", "tls-alpn-01"}));
+  const ServerTls& st = (*tls)[tls_server(cfg)];
+  ASSERT_TRUE(st.selector);
+  const tls::CertifiedKey* got = st.selector->select("pub.example.com");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->serial_hex(), (*leaf)->serial_hex());
+  EXPECT_EQ(st.selector->select("wait.example.com"), nullptr);  // nothing yet: no certificate
+  EXPECT_NE(st.selector->select("app.localhost"), nullptr);
+}
+
+// No listener on http_port (redirects off, no http:// site): the CA could not reach HTTP-01,
+// so only TLS-ALPN-01 is asked for; a site that allows HTTP-01 only keeps it (and fails loudly).
+TEST(TlsCerts, NoHttpListenerLeavesHttp01Out) {
+  Fixture f("acme-nohttp");
+  RecordingManaged managed;
+  f.certs->set_managed(&managed);
+  config::Config cfg = load(
+      "{\n\tauto_https disable_redirects\n}\n"
+      "pub.example.com {\n\trespond p\n}\n"
+      "only.example.com {\n\ttls {\n\t\tissuer acme {\n\t\t\tdisable_tlsalpn_challenge\n"
+      "\t\t}\n\t}\n\trespond o\n}\n");
+  ASSERT_TRUE(build_server_tls(cfg, f.certs.get()).ok());
+  ASSERT_TRUE(wanted(managed, "pub.example.com"));
+  EXPECT_EQ(wanted(managed, "pub.example.com")->challenges,
+            std::vector<std::string>{"tls-alpn-01"});
+  ASSERT_TRUE(wanted(managed, "only.example.com"));
+  EXPECT_EQ(wanted(managed, "only.example.com")->challenges, std::vector<std::string>{"http-01"});
+
+  // With the redirects (Caddy's default) the HTTP port listens: both.
+  config::Config with = load("pub.example.com {\n\trespond p\n}\n");
+  ASSERT_TRUE(build_server_tls(with, f.certs.get()).ok());
+  EXPECT_EQ(wanted(managed, "pub.example.com")->challenges,
+            (std::vector<std::string>{"http-01", "tls-alpn-01"}));
 }
 
 }  // namespace
