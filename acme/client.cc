@@ -33,19 +33,6 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr std::string_view kProblemPrefix = "urn:ietf:params:acme:error:";
 constexpr auto kDefaultPoll = std::chrono::seconds(1);
 
-std::string openssl_error(std::string_view what) {
-  std::string out(what);
-  unsigned long e = ERR_get_error();
-  if (e != 0) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    out += ": ";
-    out += buf;
-  }
-  ERR_clear_error();
-  return out;
-}
-
 // RFC 9110 §10.2.3: Retry-After is delay-seconds or an HTTP-date (IMF-fixdate; the obsolete
 // RFC 850 and asctime forms are accepted too, as §5.6.7 asks of recipients).
 std::optional<std::chrono::seconds> parse_retry_after(const std::string& value) {
@@ -311,10 +298,17 @@ std::string Failure::str() const {
   return out;
 }
 
+HttpsOptions https_options(const ClientOptions& o) {
+  HttpsOptions h;
+  h.ca_root_file = o.ca_root_file;
+  h.timeout = o.timeout;
+  h.user_agent = o.user_agent;
+  h.cancelled = o.cancelled;
+  return h;
+}
+
 struct Client::Impl {
-  explicit Impl(const ClientOptions& o)
-      : https(HttpsOptions{o.ca_root_file, o.timeout, o.user_agent, HttpsOptions{}.body_limit,
-                           o.cancelled}) {}
+  explicit Impl(const ClientOptions& o) : https(https_options(o)) {}
 
   HttpsClient https;
   std::optional<json> directory;
@@ -474,7 +468,8 @@ Outcome<json> poll(Impl& impl, const ClientOptions& options, const std::string& 
     if (done(doc)) return doc;
     std::chrono::seconds wait = kDefaultPoll;
     if (auto ra = r->header("Retry-After")) {
-      if (auto parsed = parse_retry_after(*ra)) wait = std::max(*parsed, std::chrono::seconds(0));
+      // At least the default: "Retry-After: 0" must not turn polling into a flood.
+      if (auto parsed = parse_retry_after(*ra)) wait = std::max(*parsed, kDefaultPoll);
     }
     const auto now = SteadyClock::now();
     if (now + wait > deadline) {

@@ -20,19 +20,6 @@ constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 // P-256 field elements and signature halves are 32 bytes (RFC 7518 §3.4, §6.2.1.2).
 constexpr int kCoordBytes = 32;
 
-std::string openssl_error(std::string_view what) {
-  std::string out(what);
-  unsigned long e = ERR_get_error();
-  if (e != 0) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    out += ": ";
-    out += buf;
-  }
-  ERR_clear_error();
-  return out;
-}
-
 int decode_char(char c) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
   if (c >= 'a' && c <= 'z') return c - 'a' + 26;
@@ -67,6 +54,19 @@ bool is_p256(EVP_PKEY* key) {
 }
 
 }  // namespace
+
+std::string openssl_error(std::string_view what) {
+  std::string out(what);
+  unsigned long e = ERR_get_error();
+  if (e != 0) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    out += ": ";
+    out += buf;
+  }
+  ERR_clear_error();
+  return out;
+}
 
 std::string base64url(std::string_view bytes) {
   std::string out;

@@ -13,6 +13,10 @@
 
 namespace hsp::acme {
 
+// `what`, then ": " and the oldest OpenSSL error queued on this thread when there is one (the
+// root cause; later entries are the callers' wrappers); clears the queue. For error messages.
+std::string openssl_error(std::string_view what);
+
 std::string base64url(std::string_view bytes);
 // Unpadded base64url back to bytes; nullopt-like failure as an Error naming the input.
 Result<std::string> base64url_decode(std::string_view text);

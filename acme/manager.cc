@@ -4,6 +4,9 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -214,6 +217,11 @@ SystemTime Manager::next_wake(SystemTime now) const {
 }
 
 void Manager::run() {
+  // Process signals are the main thread's (sigwait); this thread, and the resolver threads it
+  // starts, never take one, whatever the mask it was started with.
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
   std::unique_lock lock(mu_);
   SystemTime last_refresh = std::chrono::system_clock::now();
   while (!stop_) {
@@ -299,6 +307,54 @@ Outcome<std::string> Manager::account(Client& client, const engine::AcmeName& wa
   return kid;
 }
 
+CertMeta Manager::record_failure(const Entry& snap, Failure failure, SystemTime now) {
+  // A CA's problem document is the CA's to size: a few KiB is all a log line and `certs` need.
+  auto cap = [](std::string& text) {
+    constexpr size_t kMax = 2048;
+    if (text.size() > kMax) {
+      text = text.substr(0, kMax) + "... (" + std::to_string(text.size()) + " bytes)";
+    }
+  };
+  cap(failure.detail);
+  cap(failure.problem);
+  const std::string& name = snap.want.name;
+  const bool renewal = snap.cert != nullptr;
+  CertMeta meta = snap.meta;
+  meta.names = {name};
+  meta.issuer = snap.issuer;
+  meta.ca = snap.want.ca;
+  meta.failures += 1;
+  seconds delay = backoff_delay(meta.failures, failure.retry_after);
+  meta.last_error = failure.str();
+  meta.last_error_at = std::chrono::floor<seconds>(now);  // whole seconds, as `certs` prints
+  meta.next_attempt = std::chrono::floor<seconds>(now) + delay;
+  if (auto saved = storage_.save_meta(snap.issuer, name, meta); !saved) {
+    log::warn("acme_storage_write_failed")
+        .kv("name", name)
+        .kv("error", saved.errors().front().str());
+  }
+  auto l = log::error("acme_failed");
+  l.kv("name", name)
+      .kv("ca", snap.want.ca)
+      .kv("step", failure.step)
+      .kv("url", failure.url)
+      .kv("status", failure.http_status)
+      .kv("problem_type", failure.problem_type)
+      .kv("detail", failure.detail)
+      .kv("problem", failure.problem)
+      .kv("failures", meta.failures)
+      .kv("next_attempt_s", static_cast<int64_t>(delay.count()))
+      .kv("renewal", renewal);
+  if (failure.retry_after) {
+    l.kv("retry_after_s", static_cast<int64_t>(failure.retry_after->count()));
+  }
+  if (renewal) {
+    l.kv("serving_serial", snap.cert->serial_hex());
+    l.kv("serving_expired", snap.cert->expired(now));
+  }
+  return meta;
+}
+
 bool Manager::attempt(const std::string& name) {
   Entry snap;
   {
@@ -313,15 +369,24 @@ bool Manager::attempt(const std::string& name) {
 
   // One replica orders; the others wait for its lock to go, then load its result.
   auto locked = storage_.try_lock(key, options_.holder, options_.lock_ttl);
-  if (!locked || !*locked) {
+  if (!locked) {
+    // Not another replica's lock: storage itself fails (read-only volume, permissions). A
+    // failure like any other, backed off and shown by `certs`, not a silent wait.
+    Failure f;
+    f.step = "storage";
+    f.detail = "cannot take the order lock " + key + ": " + locked.errors().front().str();
+    CertMeta meta = record_failure(snap, f, std::chrono::system_clock::now());
+    std::lock_guard lock(mu_);
+    if (auto it = entries_.find(name); it != entries_.end()) it->second.meta = meta;
+    return false;
+  }
+  if (!*locked) {
     std::lock_guard lock(mu_);
     auto it = entries_.find(name);
     if (it == entries_.end()) return false;
     Entry& e = it->second;
     if (!e.waiting_logged) {
-      auto l = log::info("acme_waiting_for_lock");
-      l.kv("name", name).kv("lock", key);
-      if (!locked) l.kv("error", locked.errors().front().str());
+      log::info("acme_waiting_for_lock").kv("name", name).kv("lock", key);
       e.waiting_logged = true;
     }
     bool adopted = refresh_from_storage(e);
@@ -392,7 +457,25 @@ bool Manager::attempt(const std::string& name) {
     auto ck = tls::CertifiedKey::from_pem(issued->chain_pem, cert_key_pem, issued->url,
                                           "the new key of " + name);
     if (ck) {
-      cert = std::make_shared<const tls::CertifiedKey>(std::move(*ck));
+      // What the CA sent must be what was ordered, and usable now: a certificate for another
+      // name, or one outside its validity window (a CA or host clock far off), would be served
+      // broken and, being due at once, ordered again without pause.
+      const auto& dns = ck->dns_names();
+      const SystemTime at = std::chrono::system_clock::now();
+      const auto skew = std::chrono::minutes(5);
+      if (std::find(dns.begin(), dns.end(), tls::normalize_name(name)) == dns.end()) {
+        failure.step = "certificate";
+        failure.url = issued->url;
+        failure.detail = "the CA issued a certificate that does not name " + name;
+      } else if (ck->not_before() > at + skew || ck->expired(at)) {
+        failure.step = "certificate";
+        failure.url = issued->url;
+        failure.detail = "the CA issued a certificate that is not valid now (not before " +
+                         rfc3339(ck->not_before()) + ", not after " + rfc3339(ck->not_after()) +
+                         "): is this host's clock right?";
+      } else {
+        cert = std::make_shared<const tls::CertifiedKey>(std::move(*ck));
+      }
     } else {
       failure.step = "certificate";
       failure.url = issued->url;
@@ -411,7 +494,7 @@ bool Manager::attempt(const std::string& name) {
   if (cert) {
     meta.not_before = cert->not_before();
     meta.not_after = cert->not_after();
-    meta.obtained_at = now;
+    meta.obtained_at = std::chrono::floor<seconds>(now);
     meta.renew_at = renewal_time(cert->not_before(), cert->not_after());
     meta.ari_id.clear();
     // RFC 9773: the CA's suggested window, when it has one, over the fixed ratio.
@@ -419,6 +502,10 @@ bool Manager::attempt(const std::string& name) {
       if (auto id = ari_cert_id(issued->chain_pem)) meta.ari_id = *id;
       if (auto ri = client.renewal_info(issued->chain_pem)) meta.renew_at = ri->window_start;
     }
+    // A window already open (ARI saying "now", a short-lived certificate) renews at most once
+    // an hour: never an order loop against the CA's rate limits.
+    const SystemTime earliest = std::chrono::floor<seconds>(now) + std::chrono::hours(1);
+    meta.renew_at = std::max(*meta.renew_at, earliest);
     meta.last_error.clear();
     meta.last_error_at.reset();
     meta.next_attempt.reset();
@@ -440,34 +527,7 @@ bool Manager::attempt(const std::string& name) {
         .kv("duration_s", std::chrono::duration<double>(now - started).count());
     changed = true;
   } else {
-    meta.failures += 1;
-    seconds delay = backoff_delay(meta.failures, failure.retry_after);
-    meta.last_error = failure.str();
-    meta.last_error_at = now;
-    meta.next_attempt = now + delay;
-    if (auto saved = storage_.save_meta(snap.issuer, name, meta); !saved) {
-      log::warn("acme_storage_write_failed")
-          .kv("name", name)
-          .kv("error", saved.errors().front().str());
-    }
-    auto l = log::error("acme_failed");
-    l.kv("name", name)
-        .kv("ca", want.ca)
-        .kv("step", failure.step)
-        .kv("url", failure.url)
-        .kv("status", failure.http_status)
-        .kv("problem_type", failure.problem_type)
-        .kv("detail", failure.detail)
-        .kv("problem", failure.problem)
-        .kv("failures", meta.failures)
-        .kv("next_attempt_s", static_cast<int64_t>(delay.count()))
-        .kv("renewal", renewal);
-    if (failure.retry_after)
-      l.kv("retry_after_s", static_cast<int64_t>(failure.retry_after->count()));
-    if (renewal) {
-      l.kv("serving_serial", snap.cert->serial_hex());
-      l.kv("serving_expired", snap.cert->expired(now));
-    }
+    meta = record_failure(snap, failure, now);
   }
   storage_.unlock(key, options_.holder);
 

@@ -84,6 +84,8 @@ class Manager : public engine::ManagedCerts {
   SystemTime next_wake(SystemTime now) const;
   // One attempt for `name`; returns whether the served certificate changed.
   bool attempt(const std::string& name);
+  // Logs acme_failed, backs off, records the error in storage; returns the new metadata.
+  CertMeta record_failure(const Entry& snap, Failure failure, SystemTime now);
   Outcome<std::string> account(Client& client, const engine::AcmeName& want,
                                const std::string& issuer, std::optional<AccountKey>& key);
   Client& client_for(const engine::AcmeName& want);

@@ -173,12 +173,19 @@ Result<std::string> read_fd(int fd, const std::string& path) {
   }
 }
 
-// The file's content, or nullopt when it does not exist.
+// The file's content, or nullopt when it does not exist. Only a regular file of at most 1 MiB
+// is read, and the open never waits: a FIFO or a device planted in the data directory must not
+// hang the thread that loads certificates (the control thread, at start and on reloads).
 Result<std::optional<std::string>> read_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) return std::optional<std::string>{};
     return error_at(path, "acme storage: " + sys_error("open", errno));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20)) {
+    ::close(fd);
+    return error_at(path, "acme storage: not a regular file of at most 1 MiB");
   }
   auto text = read_fd(fd, path);
   ::close(fd);
@@ -267,6 +274,11 @@ class JsonReader {
     if (!v->is_number_integer()) return wrong(key, "an integer");
     out = v->get<int>();
   }
+  // The reader for a member's type, for each_meta_member().
+  void operator()(const char* key, std::string& out) { str(key, out); }
+  void operator()(const char* key, std::vector<std::string>& out) { strings(key, out); }
+  void operator()(const char* key, std::optional<SystemTime>& out) { time(key, out); }
+  void operator()(const char* key, int& out) { integer(key, out); }
   Errors& errors() { return errors_; }
 
  private:
@@ -293,23 +305,35 @@ Result<json> parse_object(const std::string& text, const std::string& path) {
   return j;
 }
 
+// CertMeta's members under their JSON names: the one list both meta_to_json() and
+// meta_from_json() walk, so that no member can be written and not read, or the reverse.
+template <typename Meta, typename Visit>
+void each_meta_member(Meta& m, Visit&& visit) {
+  visit("names", m.names);
+  visit("issuer", m.issuer);
+  visit("ca", m.ca);
+  visit("not_before", m.not_before);
+  visit("not_after", m.not_after);
+  visit("obtained_at", m.obtained_at);
+  visit("renew_at", m.renew_at);
+  visit("ari_id", m.ari_id);
+  visit("last_error", m.last_error);
+  visit("last_error_at", m.last_error_at);
+  visit("next_attempt", m.next_attempt);
+  visit("failures", m.failures);
+}
+
+template <typename T>
+json to_json_member(const T& v) {
+  return json(v);
+}
+json to_json_member(const std::optional<SystemTime>& t) {
+  return t ? json(rfc3339(*t)) : json(nullptr);
+}
+
 std::string meta_to_json(const CertMeta& m) {
   json j = json::object();
-  j["names"] = m.names;
-  j["issuer"] = m.issuer;
-  j["ca"] = m.ca;
-  auto put_time = [&j](const char* key, const std::optional<SystemTime>& t) {
-    j[key] = t ? json(rfc3339(*t)) : json(nullptr);
-  };
-  put_time("not_before", m.not_before);
-  put_time("not_after", m.not_after);
-  put_time("obtained_at", m.obtained_at);
-  put_time("renew_at", m.renew_at);
-  j["ari_id"] = m.ari_id;
-  j["last_error"] = m.last_error;
-  put_time("last_error_at", m.last_error_at);
-  put_time("next_attempt", m.next_attempt);
-  j["failures"] = m.failures;
+  each_meta_member(m, [&j](const char* key, const auto& v) { j[key] = to_json_member(v); });
   return j.dump(2) + "\n";
 }
 
@@ -318,18 +342,7 @@ Result<CertMeta> meta_from_json(const std::string& text, const std::string& path
   if (!j) return j.errors();
   CertMeta m;
   JsonReader r(*j, path);
-  r.strings("names", m.names);
-  r.str("issuer", m.issuer);
-  r.str("ca", m.ca);
-  r.time("not_before", m.not_before);
-  r.time("not_after", m.not_after);
-  r.time("obtained_at", m.obtained_at);
-  r.time("renew_at", m.renew_at);
-  r.str("ari_id", m.ari_id);
-  r.str("last_error", m.last_error);
-  r.time("last_error_at", m.last_error_at);
-  r.time("next_attempt", m.next_attempt);
-  r.integer("failures", m.failures);
+  each_meta_member(m, r);
   if (!r.errors().empty()) return r.errors();
   return m;
 }
@@ -608,11 +621,25 @@ Result<std::optional<StoredCert>> load_cert_files(const std::string& data_dir,
     if (!*meta && !*crt && !*key) return std::optional<StoredCert>{};
 
     StoredCert out;
+    std::optional<Errors> bad_meta;
     if (*meta) {
       auto parsed = meta_from_json(**meta, base + ".json");
-      if (!parsed) return parsed.errors();
-      out.meta = std::move(*parsed);
-    } else {
+      if (parsed) {
+        out.meta = std::move(*parsed);
+      } else {
+        bad_meta = parsed.errors();
+      }
+    }
+    if (bad_meta && (!*crt || !*key)) return *bad_meta;
+    if (bad_meta || !*meta) {
+      // Damaged metadata next to a certificate and key: the pair still serves (and is checked
+      // below); the metadata is rebuilt from it on the next write.
+      if (bad_meta) {
+        log::warn("acme_storage_meta_damaged")
+            .kv("file", base + ".json")
+            .kv("error", bad_meta->front().str())
+            .kv("using", "the certificate and key beside it");
+      }
       out.meta.names = {display_name(storage_name(name))};
       out.meta.issuer = issuer;
     }
@@ -775,16 +802,13 @@ Result<bool> Storage::try_lock(const std::string& key, const std::string& holder
     }
     auto info = parse_lock(*text, path);
     auto now = std::chrono::system_clock::now();
-    bool expired;
-    if (info) {
-      expired = now >= *info->expires;
-    } else {
-      // Not a complete lock: being written this instant, or its writer died mid-write. Judged
-      // by age, with the caller's ttl standing in for the one never written.
-      auto mtime = SystemTime(duration_cast<SystemTime::duration>(
-          std::chrono::seconds(st.st_mtim.tv_sec) + nanoseconds(st.st_mtim.tv_nsec)));
-      expired = now >= mtime + ttl;
-    }
+    // Every holder refreshes its lock (a rename, so the mtime moves) well within the ttl: a lock
+    // not touched for a ttl is dead whatever expiry it claims (a far-future one would block the
+    // name forever). An incomplete lock (written this instant, or its writer died mid-write)
+    // is judged the same way.
+    auto mtime = SystemTime(duration_cast<SystemTime::duration>(
+        std::chrono::seconds(st.st_mtim.tv_sec) + nanoseconds(st.st_mtim.tv_nsec)));
+    bool expired = now >= mtime + ttl || (info && now >= *info->expires);
 
     if (info && info->holder == holder && !expired) {
       ::close(fd);

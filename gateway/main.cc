@@ -406,11 +406,14 @@ struct Serving {
 
 std::unique_ptr<Serving> start_serving(const config::Config& first, const std::string& source,
                                        int threads, const std::string& data_dir) {
+  // Before any thread starts (the ACME manager's is the first): a thread that leaves SIGHUP
+  // unblocked would take a reload signal while the main thread is busy and die of it.
+  sigset_t signals = block_control_signals();
   auto s = std::make_unique<Serving>(engine::data_dir(data_dir));
+  s->signals = signals;
   tls::AcmeChallenges::instance().set_shared_dir(engine::data_dir(data_dir) +
                                                  "/acme/challenge_tokens");
   if (!s->control.publish(first, source, true, "config_error")) return nullptr;
-  s->signals = block_control_signals();
   s->dp = std::make_unique<http1::DataPlane>(s->store, s->registry, http1::Options{threads, true});
   Errors errs = s->dp->start();
   if (!errs.empty()) {
@@ -744,7 +747,7 @@ int certs(const Args& a) {
   int found = 0;
   for (auto& c : storage.list()) {
     if (std::find(c.meta.names.begin(), c.meta.names.end(), name) == c.meta.names.end()) continue;
-    c.meta.renew_at = std::chrono::system_clock::now();
+    c.meta.renew_at = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
     c.meta.next_attempt.reset();  // a back-off in progress gives way to the operator
     auto saved = storage.save_meta(c.meta.issuer, name, c.meta);
     if (!saved) {

@@ -305,6 +305,13 @@ void Compiler::derive_tls() {
       if (!site.tls.disable_http_challenge) base.challenges.push_back("http-01");
       if (!site.tls.disable_tlsalpn_challenge) base.challenges.push_back("tls-alpn-01");
       if (site.tls.issuer == SiteTls::Issuer::acme) {
+        for (const auto& n : names) {
+          if (!is_ip(n)) continue;
+          // Caddy orders IP identifiers (RFC 8738); the client here speaks DNS ones only.
+          error(site.tls.loc, "tls: " + n +
+                                  " is an IP address: ACME certificates for IP addresses (RFC "
+                                  "8738) are not supported yet by hsp-gateway; use 'tls internal'");
+        }
         base.source = TlsPolicy::Source::acme;
         base.names = names;
         srv.tls_policies.push_back(base);

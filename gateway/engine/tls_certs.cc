@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "engine/ip.h"
 #include "tls/cert_selector.h"
@@ -95,6 +96,7 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
   // One load per certificate pair, however many servers use it.
   std::map<std::pair<std::string, std::string>, std::shared_ptr<const tls::CertifiedKey>> files;
   std::optional<tls::SystemTime> renew_at;
+  std::set<std::string> checked_roots;
   // Every ACME name of this configuration first, so that the manager learns about names that
   // are gone before it is asked for the current ones.
   if (certs && certs->managed()) {
@@ -156,6 +158,20 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
         }
         entries.push_back({it->second, p.names, pmin, pmax});
         continue;
+      }
+      // The roots trusted for an ACME CA's HTTPS: a file that does not load is a load error,
+      // as a bad `tls CERT KEY` is, rather than an order failing in the background.
+      if (p.source == config::TlsPolicy::Source::acme && !p.acme_ca_root.empty() &&
+          checked_roots.insert(p.acme_ca_root).second) {
+        auto pem = tls::read_file(p.acme_ca_root);
+        if (!pem) {
+          for (const auto& e : pem.errors())
+            errors.push_back(Error{{}, "ACME CA roots (acme_ca_root / ca_root): " + e.str()});
+        } else if (pem->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+          errors.push_back(Error{{},
+                                 "ACME CA roots (acme_ca_root / ca_root): " + p.acme_ca_root +
+                                     ": no PEM certificate in the file"});
+        }
       }
       if (!certs) continue;  // validate / adapt: no local CA is created
       // `auto_https off`: Caddy manages no certificate, so names with no issuer of their own

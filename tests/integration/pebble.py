@@ -38,6 +38,7 @@ import time
 import urllib.request
 
 import harness
+import ports
 
 PEBBLE = os.environ.get("HSP_PEBBLE", "/usr/bin/pebble")
 CHALLTESTSRV = os.environ.get("HSP_PEBBLE_CHALLTESTSRV", "/usr/bin/pebble-challtestsrv")
@@ -73,21 +74,6 @@ def make_ca_and_leaf(directory, cn, prefix=""):
     return tuple(os.path.join(directory, n) for n in (ca_pem, leaf_pem, leaf_key))
 
 
-def _free_udp_and_tcp_port():
-    """A harness port that is also free for UDP (challtestsrv's DNS listens on both)."""
-    for _ in range(50):
-        port = harness.free_port()
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind((harness.LOOPBACK, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise RuntimeError("no port free for both TCP and UDP")
-
-
 class Pebble:
     """Pebble + challtestsrv on 127.0.0.1. `http_port` / `tls_port`: where Pebble's VA
     connects to validate HTTP-01 / TLS-ALPN-01 (the gateway's ports)."""
@@ -102,7 +88,7 @@ class Pebble:
                                                         prefix="wfe-")
         self.port = harness.free_port()
         self.mgmt_port = harness.free_port()
-        self.dns_port = _free_udp_and_tcp_port()
+        self.dns_port = ports.tcp_and_udp_port()
         self.chall_mgmt_port = harness.free_port()
         self.config_path = os.path.join(self.tmp, "pebble-config.json")
         with open(self.config_path, "w") as f:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import ports  # noqa: E402
 
 BIG = 1 << 20
 UPLOAD = (1 << 20) + 7  # larger than the initial stream window; not a multiple of anything
@@ -39,21 +39,6 @@ def bench_binary():
     if not path:
         raise RuntimeError("set HSP_BENCH to the hsp-bench binary (ctest does)")
     return path
-
-
-def udp_and_tcp_free_port():
-    """A port free for both TCP and UDP on 127.0.0.1 (Caddy takes both for an h3 site)."""
-    for _ in range(50):
-        port = harness.free_port()
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind((harness.LOOPBACK, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise RuntimeError("no port free for both TCP and UDP")
 
 
 def upload_checker(expected_sha):
@@ -70,7 +55,7 @@ def upload_checker(expected_sha):
 class CaddyH3:
     def __init__(self, tmp, upstream_addr):
         self.dir = tmp
-        self.port = udp_and_tcp_free_port()
+        self.port = ports.tcp_and_udp_port()
         self.access_log = os.path.join(tmp, "access.log")
         with open(os.path.join(tmp, "big.bin"), "wb") as f:
             f.write(os.urandom(BIG))
@@ -259,7 +244,7 @@ class BenchH3Test(unittest.TestCase):
         self.assertEqual(self.errors(report), {})
 
     def test_nothing_listening_is_a_connect_error_without_hanging(self):
-        port = udp_and_tcp_free_port()  # bound by nobody: the kernel answers ICMP unreachable
+        port = ports.tcp_and_udp_port()  # bound by nobody: the kernel answers ICMP unreachable
         url = "https://localhost:%d/" % port
         report, elapsed = self.bench(url, "-n", "3", "-c", "1", "--cacert", self.caddy.root,
                                      "--connect-to", "localhost:%d:127.0.0.1:%d" % (port, port),

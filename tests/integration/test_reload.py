@@ -3,7 +3,9 @@ while reloads switch the route between two upstreams; a bad config keeps the old
 serving; a later good config is picked up. (Caddy ignores SIGHUP, so these tests need
 hsp-gateway.)"""
 
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -118,6 +120,21 @@ class ReloadTest(GatewayTest):
         self.assertGreater(int(m.group(1)), 0)
         self.assertGreater(self.a.count(), 0)
         self.assertGreater(self.b.count(), 0)
+
+    @needs_reload
+    def test_sighup_storm_is_never_fatal(self):
+        """A burst of SIGHUPs while reloads run: every one is taken by the main thread's sigwait,
+        none by a helper thread (the ACME manager's, a resolver's) whose default action would
+        end the process (exit 129)."""
+        self.two_upstreams()
+        for _ in range(3):
+            for _ in range(40):
+                os.kill(self.gw.proc.pid, signal.SIGHUP)
+                time.sleep(0.0005)
+            time.sleep(0.2)
+            self.assertIsNone(self.gw.proc.poll(), "a SIGHUP burst ended the gateway (rc %r)"
+                              % self.gw.proc.poll())
+        self.assertTrue(self.wait_serving("A"), "not serving after the SIGHUP bursts")
 
     @needs_reload
     def test_bad_config_keeps_old_snapshot(self):

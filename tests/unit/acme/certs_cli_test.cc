@@ -1,35 +1,19 @@
 #include "acme/certs_cli.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "acme/storage.h"
+#include "acme_test_util.h"
 
 namespace hsp::acme {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "hsp-certs-XXXXXX").string();
-    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing::TempDir;
 
 const std::string kLe = "acme-v02.api.letsencrypt.org-directory";
 const std::string kPebble = "127.0.0.1-14000-dir";
@@ -61,7 +45,7 @@ TEST(CertsCli, MissingOrEmptyDataDirectoryManagesNothing) {
   EXPECT_EQ(print_certs(tmp.path(), true, out), 0);
   EXPECT_EQ(out, "[]\n");
 
-  std::ofstream(tmp.path() + "/file") << "x";
+  testing::write_text(tmp.path() + "/file", "x");
   out.clear();
   EXPECT_EQ(print_certs(tmp.path() + "/file", false, out), 1);
   EXPECT_NE(out.find("is not a directory"), std::string::npos);
@@ -133,7 +117,7 @@ TEST(CertsCli, NeverObtainedAndUnreadableCertificatesStillShow) {
   ASSERT_TRUE(Storage(tmp.path()).save_meta(kLe, "new.example", never));
   std::string dir = tmp.path() + "/certificates/" + kLe + "/bad.example";
   fs::create_directories(dir);
-  std::ofstream(dir + "/bad.example.json") << "{";
+  testing::write_text(dir + "/bad.example.json", "{");
 
   std::string out;
   EXPECT_EQ(print_certs(tmp.path(), false, out), 0);

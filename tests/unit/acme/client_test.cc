@@ -59,14 +59,17 @@ class TestSolver : public Solver {
 
 std::string new_cert_key_pem() {
   EVP_PKEY* k = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
-  BIO* bio = BIO_new(BIO_s_mem());
-  PEM_write_bio_PrivateKey(bio, k, nullptr, nullptr, 0, nullptr, nullptr);
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio, &data);
-  std::string pem(data, static_cast<std::size_t>(len));
-  BIO_free(bio);
+  std::string pem = testing::key_pem(k);
   EVP_PKEY_free(k);
   return pem;
+}
+
+// An order for `names` with a fresh P-256 certificate key.
+OrderRequest order_for(std::vector<std::string> names) {
+  OrderRequest req;
+  req.names = std::move(names);
+  req.cert_key_pem = new_cert_key_pem();
+  return req;
 }
 
 std::vector<X509*> parse_chain(const std::string& pem) {
@@ -121,7 +124,10 @@ std::string verify_issued(const std::string& chain_pem, const std::string& root_
 }
 
 std::string pebble_root(const Pebble& pebble, int index = 0) {
-  HttpsClient https({pebble.ca_file(), std::chrono::seconds(10)});
+  HttpsOptions options;
+  options.ca_root_file = pebble.ca_file();
+  options.timeout = std::chrono::seconds(10);
+  HttpsClient https(options);
   auto r = https.send({"GET", pebble.management_url("/roots/" + std::to_string(index)), {}, {}});
   EXPECT_TRUE(r.ok()) << (r ? "" : r.errors().front().message);
   if (!r) return {};
@@ -168,9 +174,7 @@ TEST(AcmeClient, ObtainsACertificateForTwoNamesThroughHttp01) {
   auto kid = client.account(*key, "ops@hsp.example.com");
   ASSERT_TRUE(kid.ok()) << kid.failure().str();
 
-  OrderRequest req;
-  req.names = {"one.hsp.example.com", "two.hsp.example.com"};
-  req.cert_key_pem = new_cert_key_pem();
+  OrderRequest req = order_for({"one.hsp.example.com", "two.hsp.example.com"});
   TestSolver solver(http01);
   auto issued = client.obtain(*key, *kid, req, solver);
   ASSERT_TRUE(issued.ok()) << issued.failure().str() << "\n" << pebble.logs();
@@ -192,13 +196,9 @@ TEST(AcmeClient, ObtainsACertificateForTwoNamesThroughHttp01) {
 
 std::string subject_cn(const std::string& pem) {
   std::vector<X509*> certs = parse_chain(pem);
-  char buf[256] = {};
-  if (!certs.empty()) {
-    X509_NAME_get_text_by_NID(X509_get_subject_name(certs.front()), NID_commonName, buf,
-                              sizeof buf);
-  }
+  std::string cn = certs.empty() ? std::string() : testing::common_name(certs.front());
   for (X509* x : certs) X509_free(x);
-  return buf;
+  return cn;
 }
 
 TEST(AcmeClient, PreferredChainPicksTheAlternateWithThatRoot) {
@@ -216,9 +216,7 @@ TEST(AcmeClient, PreferredChainPicksTheAlternateWithThatRoot) {
   Client client(options_for(pebble));
   auto kid = client.account(*key, "");
   ASSERT_TRUE(kid.ok()) << kid.failure().str();
-  OrderRequest req;
-  req.names = {"alt.hsp.example.com"};
-  req.cert_key_pem = new_cert_key_pem();
+  OrderRequest req = order_for({"alt.hsp.example.com"});
 
   // Default: the chain to root 0 at the certificate URL itself.
   TestSolver solver(http01);
@@ -274,9 +272,7 @@ TEST(AcmeClient, RetriesBadNonces) {
   auto key = AccountKey::generate();
   auto kid = client.account(*key, "");
   ASSERT_TRUE(kid.ok()) << kid.failure().str();
-  OrderRequest req;
-  req.names = {"nonce.hsp.example.com"};
-  req.cert_key_pem = new_cert_key_pem();
+  OrderRequest req = order_for({"nonce.hsp.example.com"});
   TestSolver solver(http01);
   auto issued = client.obtain(*key, *kid, req, solver);
   ASSERT_TRUE(issued.ok()) << issued.failure().str() << "\n" << pebble.logs();
@@ -293,9 +289,7 @@ TEST(AcmeClient, WrongHttp01AnswerFailsWithThePebbleProblem) {
   auto kid = client.account(*key, "");
   ASSERT_TRUE(kid.ok()) << kid.failure().str();
 
-  OrderRequest req;
-  req.names = {"wrong.hsp.example.com"};
-  req.cert_key_pem = new_cert_key_pem();
+  OrderRequest req = order_for({"wrong.hsp.example.com"});
   TestSolver solver(http01, /*wrong=*/true);
   auto issued = client.obtain(*key, *kid, req, solver);
   ASSERT_FALSE(issued.ok());
@@ -425,17 +419,46 @@ class StubCa {
   HttpsStub stub_;  // last: its thread calls answer()
 };
 
-TEST(AcmeClient, RateLimitedAnswerCarriesRetryAfter) {
-  testing::TempDir dir;
-  testing::TestCa ca(dir);
-  ASSERT_TRUE(ca.ok) << ca.error;
-  StubCa stub(ca);
-  ASSERT_TRUE(stub.ok());
+ClientOptions options_for(const StubCa& stub, const testing::TestCa& ca) {
   ClientOptions o;
   o.directory_url = stub.url("/dir");
   o.ca_root_file = ca.ca_pem;
   o.timeout = 5s;
-  Client client(o);
+  return o;
+}
+
+// The protected header and the payload of a flattened JWS (a request body to the stub).
+struct Jws {
+  json header;
+  std::string payload;
+};
+
+Jws parse_jws(const std::string& body) {
+  const json jws = json::parse(body);
+  auto decoded = [&jws](const char* member) {
+    auto bytes = base64url_decode(jws[member].get<std::string>());
+    EXPECT_TRUE(bytes.ok()) << member << " is not base64url";
+    return bytes ? *bytes : std::string();
+  };
+  return {json::parse(decoded("protected")), decoded("payload")};
+}
+
+// The stub CA on a test CA made for 127.0.0.1, and the options of a client that trusts it.
+class AcmeClientOnStub : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(ca_.ok) << ca_.error;
+    ASSERT_TRUE(stub_.ok());
+  }
+  ClientOptions options() const { return options_for(stub_, ca_); }
+
+  testing::TempDir dir_;
+  testing::TestCa ca_{dir_};
+  StubCa stub_{ca_};
+};
+
+TEST_F(AcmeClientOnStub, RateLimitedAnswerCarriesRetryAfter) {
+  Client client(options());
   auto key = AccountKey::generate();
   auto kid = client.account(*key, "ops@hsp.example.com");
   ASSERT_FALSE(kid.ok());
@@ -447,43 +470,31 @@ TEST(AcmeClient, RateLimitedAnswerCarriesRetryAfter) {
   EXPECT_EQ(f.detail, "too many new accounts from 127.0.0.1");
   ASSERT_TRUE(f.retry_after.has_value());
   EXPECT_EQ(*f.retry_after, 7s);
-  EXPECT_EQ(f.url, stub.url("/acct"));
+  EXPECT_EQ(f.url, stub_.url("/acct"));
   EXPECT_NE(f.str().find("account: 429 urn:ietf:params:acme:error:rateLimited"), std::string::npos)
       << f.str();
 
   // The request was a JWS with the account key's jwk and the nonce from newNonce.
-  auto seen = stub.seen();
+  auto seen = stub_.seen();
   ASSERT_GE(seen.size(), 3u);
   EXPECT_EQ(seen[1].method, "HEAD");
   const StubRequest& post = seen[2];
   EXPECT_EQ(post.method, "POST");
-  json jws = json::parse(post.body);
-  json header = json::parse(*base64url_decode(jws["protected"].get<std::string>()));
-  EXPECT_EQ(header["nonce"], "stub-nonce");
-  EXPECT_EQ(header["url"], stub.url("/acct"));
-  EXPECT_EQ(header["jwk"].dump(), key->jwk());
-  EXPECT_EQ(*base64url_decode(jws["payload"].get<std::string>()), R"({"onlyReturnExisting":true})");
+  const Jws jws = parse_jws(post.body);
+  EXPECT_EQ(jws.header["nonce"], "stub-nonce");
+  EXPECT_EQ(jws.header["url"], stub_.url("/acct"));
+  EXPECT_EQ(jws.header["jwk"].dump(), key->jwk());
+  EXPECT_EQ(jws.payload, R"({"onlyReturnExisting":true})");
 }
 
-TEST(AcmeClient, NewOrderUsesKidAndReplacesAndReadsAnHttpDateRetryAfter) {
-  testing::TempDir dir;
-  testing::TestCa ca(dir);
-  ASSERT_TRUE(ca.ok) << ca.error;
-  StubCa stub(ca);
-  ASSERT_TRUE(stub.ok());
-  ClientOptions o;
-  o.directory_url = stub.url("/dir");
-  o.ca_root_file = ca.ca_pem;
-  o.timeout = 5s;
-  Client client(o);
+TEST_F(AcmeClientOnStub, NewOrderUsesKidAndReplacesAndReadsAnHttpDateRetryAfter) {
+  Client client(options());
   auto key = AccountKey::generate();
-  OrderRequest req;
-  req.names = {"a.hsp.example.com", "b.hsp.example.com"};
-  req.cert_key_pem = new_cert_key_pem();
+  OrderRequest req = order_for({"a.hsp.example.com", "b.hsp.example.com"});
   req.replaces = "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE";
   Http01Server unused(0);
   TestSolver solver(unused);
-  auto issued = client.obtain(*key, stub.url("/acct/1"), req, solver);
+  auto issued = client.obtain(*key, stub_.url("/acct/1"), req, solver);
   ASSERT_FALSE(issued.ok());
   const Failure& f = issued.failure();
   EXPECT_EQ(f.step, "order");
@@ -494,36 +505,26 @@ TEST(AcmeClient, NewOrderUsesKidAndReplacesAndReadsAnHttpDateRetryAfter) {
   EXPECT_GE(f.retry_after->count(), 3500);
   EXPECT_LE(f.retry_after->count(), 3600);
 
-  const StubRequest post = stub.seen().back();
+  const StubRequest post = stub_.seen().back();
   ASSERT_EQ(post.target, "/order");
-  json jws = json::parse(post.body);
-  json header = json::parse(*base64url_decode(jws["protected"].get<std::string>()));
-  EXPECT_EQ(header["kid"], stub.url("/acct/1"));
-  EXPECT_FALSE(header.contains("jwk"));
-  json payload = json::parse(*base64url_decode(jws["payload"].get<std::string>()));
+  const Jws jws = parse_jws(post.body);
+  EXPECT_EQ(jws.header["kid"], stub_.url("/acct/1"));
+  EXPECT_FALSE(jws.header.contains("jwk"));
+  json payload = json::parse(jws.payload);
   EXPECT_EQ(payload["replaces"], req.replaces);
   ASSERT_EQ(payload["identifiers"].size(), 2u);
   EXPECT_EQ(payload["identifiers"][1]["type"], "dns");
   EXPECT_EQ(payload["identifiers"][1]["value"], "b.hsp.example.com");
 }
 
-TEST(AcmeClient, RenewalInfoFromAnAriDirectory) {
-  testing::TempDir dir;
-  testing::TestCa ca(dir);
-  ASSERT_TRUE(ca.ok) << ca.error;
-  StubCa stub(ca);
-  ASSERT_TRUE(stub.ok());
-  ClientOptions o;
-  o.directory_url = stub.url("/dir");
-  o.ca_root_file = ca.ca_pem;
-  o.timeout = 5s;
-  Client client(o);
+TEST_F(AcmeClientOnStub, RenewalInfoFromAnAriDirectory) {
+  Client client(options());
   auto has = client.has_renewal_info();
   ASSERT_TRUE(has.ok()) << has.failure().str();
   EXPECT_TRUE(*has);
 
   // The test CA's leaf has an AKI (openssl x509 -req adds one by default).
-  const std::string leaf = testing::read_text(ca.leaf_pem);
+  const std::string leaf = testing::read_text(ca_.leaf_pem);
   auto id = ari_cert_id(leaf);
   ASSERT_TRUE(id.ok()) << id.errors().front().str();
   auto info = client.renewal_info(leaf);
@@ -534,8 +535,8 @@ TEST(AcmeClient, RenewalInfoFromAnAriDirectory) {
   EXPECT_EQ(info->explanation_url, "https://ca.example/why");
   ASSERT_TRUE(info->retry_after.has_value());
   EXPECT_EQ(*info->retry_after, 21600s);
-  EXPECT_EQ(stub.seen().back().target, "/ari/" + *id);
-  EXPECT_EQ(stub.seen().back().method, "GET");
+  EXPECT_EQ(stub_.seen().back().target, "/ari/" + *id);
+  EXPECT_EQ(stub_.seen().back().method, "GET");
 }
 
 TEST(AcmeClient, HostNameOfTheCaIsVerified) {
@@ -545,11 +546,7 @@ TEST(AcmeClient, HostNameOfTheCaIsVerified) {
   ASSERT_TRUE(ca.ok) << ca.error;
   StubCa stub(ca);
   ASSERT_TRUE(stub.ok());
-  ClientOptions o;
-  o.ca_root_file = ca.ca_pem;
-  o.timeout = 5s;
-
-  o.directory_url = stub.url("/dir");  // https://127.0.0.1:<port>/dir
+  ClientOptions o = options_for(stub, ca);  // https://127.0.0.1:<port>/dir
   Client by_address(o);
   auto has = by_address.has_renewal_info();
   ASSERT_FALSE(has.ok());

@@ -3,7 +3,6 @@
 #include "acme/jws.h"
 
 #include <gtest/gtest.h>
-#include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -15,6 +14,7 @@
 #include <string>
 
 #include "acme/client.h"
+#include "acme_test_util.h"
 
 namespace hsp::acme {
 namespace {
@@ -103,12 +103,7 @@ TEST(AccountKey, GeneratedKeyJwkShapeAndPemRoundTrip) {
 TEST(AccountKey, FromPemRejectsNonP256AndGarbage) {
   EVP_PKEY* rsa = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048});
   ASSERT_NE(rsa, nullptr);
-  BIO* bio = BIO_new(BIO_s_mem());
-  PEM_write_bio_PrivateKey(bio, rsa, nullptr, nullptr, 0, nullptr, nullptr);
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio, &data);
-  std::string rsa_pem(data, static_cast<std::size_t>(len));
-  BIO_free(bio);
+  const std::string rsa_pem = testing::key_pem(rsa);
   EVP_PKEY_free(rsa);
 
   auto r = AccountKey::from_pem(rsa_pem, "users/x/account.key");
@@ -210,12 +205,7 @@ std::string cert_with(const std::string& aki_hex, const char* serial_hex) {
     OPENSSL_free(bytes);
   }
   X509_sign(x, key, EVP_sha256());
-  BIO* bio = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(bio, x);
-  char* data = nullptr;
-  long n = BIO_get_mem_data(bio, &data);
-  std::string pem(data, static_cast<std::size_t>(n));
-  BIO_free(bio);
+  std::string pem = testing::cert_pem(x);
   X509_free(x);
   EVP_PKEY_free(key);
   return pem;

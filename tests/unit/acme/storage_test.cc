@@ -1,8 +1,8 @@
 #include "acme/storage.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -10,10 +10,10 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <thread>
+
+#include "acme_test_util.h"
 
 namespace hsp::acme {
 namespace {
@@ -21,38 +21,14 @@ namespace {
 namespace fs = std::filesystem;
 using std::chrono::seconds;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "hsp-acme-XXXXXX").string();
-    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing::read_text;
+using testing::TempDir;
+using testing::write_text;
 
 unsigned mode_of(const std::string& path) {
   struct stat st {};
   EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
   return st.st_mode & 0777;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void spit(const std::string& path, const std::string& content) {
-  std::ofstream(path, std::ios::binary) << content;
 }
 
 struct Pair {
@@ -73,18 +49,7 @@ Pair make_pair(const std::string& cn) {
   X509_set_issuer_name(x, X509_get_subject_name(x));
   X509_set_pubkey(x, key);
   X509_sign(x, key, EVP_sha256());
-  Pair p;
-  BIO* b = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(b, x);
-  char* data = nullptr;
-  long n = BIO_get_mem_data(b, &data);
-  p.cert_pem.assign(data, static_cast<size_t>(n));
-  BIO_free(b);
-  b = BIO_new(BIO_s_mem());
-  PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr);
-  n = BIO_get_mem_data(b, &data);
-  p.key_pem.assign(data, static_cast<size_t>(n));
-  BIO_free(b);
+  Pair p{testing::cert_pem(x), testing::key_pem(key)};
   X509_free(x);
   EVP_PKEY_free(key);
   return p;
@@ -147,7 +112,7 @@ TEST(AcmeStorage, AccountRoundTripWithPrivateModes) {
   EXPECT_EQ(mode_of(data), 0700u);
   EXPECT_EQ(mode_of(data + "/acme"), 0700u);
   EXPECT_EQ(mode_of(user), 0700u);
-  EXPECT_EQ(slurp(user + "/account.key"), p.key_pem);
+  EXPECT_EQ(read_text(user + "/account.key"), p.key_pem);
 
   auto loaded = st.load_account(kLe, "Ops@A.example");
   ASSERT_TRUE(loaded && *loaded);
@@ -211,12 +176,12 @@ TEST(AcmeStorage, CertificateRoundTripInCaddysLayout) {
   ASSERT_TRUE(saved) << saved.errors().front().str();
 
   std::string dir = tmp.path() + "/certificates/" + kLe + "/wildcard_.a.example";
-  EXPECT_EQ(slurp(dir + "/wildcard_.a.example.crt"), p.cert_pem);
-  EXPECT_EQ(slurp(dir + "/wildcard_.a.example.key"), p.key_pem);
+  EXPECT_EQ(read_text(dir + "/wildcard_.a.example.crt"), p.cert_pem);
+  EXPECT_EQ(read_text(dir + "/wildcard_.a.example.key"), p.key_pem);
   EXPECT_EQ(mode_of(dir + "/wildcard_.a.example.key"), 0600u);
   EXPECT_EQ(mode_of(dir), 0700u);
   EXPECT_EQ(mode_of(tmp.path() + "/certificates"), 0700u);
-  auto j = nlohmann::json::parse(slurp(dir + "/wildcard_.a.example.json"));
+  auto j = nlohmann::json::parse(read_text(dir + "/wildcard_.a.example.json"));
   EXPECT_EQ(j["not_after"], "2027-03-01T00:00:00Z");
   EXPECT_EQ(j["obtained_at"], "2026-12-01T00:01:02.5Z");
 
@@ -254,7 +219,7 @@ TEST(AcmeStorage, MetadataOnlyAndMissingMembersLoadAsEmpty) {
   EXPECT_EQ((*loaded)->meta.last_error, "dns problem");
 
   std::string json = tmp.path() + "/certificates/" + kLe + "/never.example/never.example.json";
-  spit(json, "{\"names\": [\"never.example\"], \"not_after\": null, \"future_member\": 1}");
+  write_text(json, "{\"names\": [\"never.example\"], \"not_after\": null, \"future_member\": 1}");
   loaded = st.load_cert(kLe, "never.example");
   ASSERT_TRUE(loaded && *loaded) << (loaded ? "" : loaded.errors().front().str());
   EXPECT_EQ((*loaded)->meta.names, std::vector<std::string>{"never.example"});
@@ -263,7 +228,7 @@ TEST(AcmeStorage, MetadataOnlyAndMissingMembersLoadAsEmpty) {
   EXPECT_FALSE((*loaded)->meta.renew_at);
   EXPECT_EQ((*loaded)->meta.failures, 0);
 
-  spit(json, "{\"not_after\": \"tomorrow\"}");
+  write_text(json, "{\"not_after\": \"tomorrow\"}");
   loaded = st.load_cert(kLe, "never.example");
   ASSERT_FALSE(loaded);
   EXPECT_EQ(loaded.errors().front().loc.file, json);
@@ -281,11 +246,11 @@ TEST(AcmeStorage, TemporaryFilesOfAnInterruptedWriteAreIgnored) {
   // Storage uses: ".<file>.tmp-<unique>" in the same directory).
   std::string dir = tmp.path() + "/certificates/" + kLe + "/a.example";
   Pair new_pair = make_pair("a.example");
-  spit(dir + "/.a.example.crt.tmp-1-0-00", new_pair.cert_pem);
-  spit(dir + "/.a.example.key.tmp-1-1-00", new_pair.key_pem);
-  spit(dir + "/.a.example.json.tmp-1-2-00", "{\"names\": [\"half-written");
+  write_text(dir + "/.a.example.crt.tmp-1-0-00", new_pair.cert_pem);
+  write_text(dir + "/.a.example.key.tmp-1-1-00", new_pair.key_pem);
+  write_text(dir + "/.a.example.json.tmp-1-2-00", "{\"names\": [\"half-written");
   // ... and one for a certificate directory that was never finished.
-  spit(tmp.path() + "/certificates/" + kLe + "/.b.example.json.tmp-1-3-00", "{}");
+  write_text(tmp.path() + "/certificates/" + kLe + "/.b.example.json.tmp-1-3-00", "{}");
 
   auto loaded = st.load_cert(kLe, "a.example");
   ASSERT_TRUE(loaded && *loaded) << (loaded ? "" : loaded.errors().front().str());
@@ -316,10 +281,63 @@ TEST(AcmeStorage, KeyThatDoesNotMatchTheCertificateIsAnError) {
   Pair a = make_pair("a.example");
   Pair b = make_pair("a.example");
   ASSERT_TRUE(st.save_cert(kLe, "a.example", StoredCert{a.cert_pem, a.key_pem, {}}));
-  spit(tmp.path() + "/certificates/" + kLe + "/a.example/a.example.key", b.key_pem);
+  write_text(tmp.path() + "/certificates/" + kLe + "/a.example/a.example.key", b.key_pem);
   auto loaded = st.load_cert(kLe, "a.example");
   ASSERT_FALSE(loaded);
   EXPECT_NE(loaded.errors().front().message.find("does not belong"), std::string::npos);
+}
+
+// Damaged metadata beside a good pair: the pair still loads (the gateway keeps serving it
+// instead of ordering again); with no pair to fall back on, the damage is an error.
+TEST(AcmeStorage, DamagedMetadataKeepsAGoodPair) {
+  TempDir tmp;
+  Storage st(tmp.path());
+  Pair a = make_pair("a.example");
+  ASSERT_TRUE(st.save_cert(kLe, "a.example", StoredCert{a.cert_pem, a.key_pem, {}}));
+  const std::string dir = tmp.path() + "/certificates/" + kLe + "/a.example/";
+  write_text(dir + "a.example.json", "{garbage");
+  auto loaded = st.load_cert(kLe, "a.example");
+  ASSERT_TRUE(loaded) << loaded.errors().front().str();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->cert_pem, a.cert_pem);
+  EXPECT_EQ((*loaded)->meta.names, std::vector<std::string>{"a.example"});
+
+  ::unlink((dir + "a.example.crt").c_str());
+  EXPECT_FALSE(st.load_cert(kLe, "a.example"));
+}
+
+// A FIFO (or a device) where a certificate belongs must not hang the loader.
+TEST(AcmeStorage, SpecialFilesAreRefusedWithoutBlocking) {
+  TempDir tmp;
+  Storage st(tmp.path());
+  Pair a = make_pair("a.example");
+  ASSERT_TRUE(st.save_cert(kLe, "a.example", StoredCert{a.cert_pem, a.key_pem, {}}));
+  const std::string crt = tmp.path() + "/certificates/" + kLe + "/a.example/a.example.crt";
+  ::unlink(crt.c_str());
+  ASSERT_EQ(::mkfifo(crt.c_str(), 0600), 0);
+  auto loaded = st.load_cert(kLe, "a.example");  // would block forever in a blocking open
+  ASSERT_FALSE(loaded);
+  EXPECT_NE(loaded.errors().front().message.find("not a regular file"), std::string::npos);
+}
+
+// A lock claiming an expiry far in the future, left by a holder that died, is taken over once
+// it has gone a ttl without being refreshed.
+TEST(AcmeStorage, FarFutureLockOfADeadHolderIsTakenOverAfterItsTtl) {
+  TempDir tmp;
+  Storage st(tmp.path());
+  std::string key = lock_key(kLe, "a.example");
+  ASSERT_TRUE(*st.try_lock(key, "dead", seconds(60)));
+  const std::string path = tmp.path() + "/locks/" + key + ".lock";
+  write_text(path, R"({"holder":"dead","created":"2026-01-01T00:00:00Z",)"
+                   R"("expires":"2099-01-01T00:00:00Z"})");
+  EXPECT_FALSE(*st.try_lock(key, "alive", seconds(60)));  // fresh: still held
+  // Last touched two minutes ago: past a 60 s ttl, whatever it claims.
+  struct timespec times[2];
+  ::clock_gettime(CLOCK_REALTIME, &times[0]);
+  times[0].tv_sec -= 120;
+  times[1] = times[0];
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+  EXPECT_TRUE(*st.try_lock(key, "alive", seconds(60)));
 }
 
 TEST(AcmeStorage, NamesThatCouldEscapeTheDirectoryAreRefused) {
@@ -367,11 +385,11 @@ TEST(AcmeStorage, ChallengeAnswersForOtherReplicas) {
   EXPECT_EQ(st.challenge_dir(), tmp.path() + "/acme/challenge_tokens");
   ASSERT_TRUE(st.put_http01("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0", "tok.thumb"));
   std::string http = st.challenge_dir() + "/http-01/LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0";
-  EXPECT_EQ(slurp(http), "tok.thumb");
+  EXPECT_EQ(read_text(http), "tok.thumb");
   EXPECT_EQ(mode_of(st.challenge_dir()), 0700u);
   ASSERT_TRUE(st.put_tls_alpn01("*.A.example", "tok2.thumb"));
   std::string alpn = st.challenge_dir() + "/tls-alpn-01/wildcard_.a.example";
-  EXPECT_EQ(slurp(alpn), "tok2.thumb");
+  EXPECT_EQ(read_text(alpn), "tok2.thumb");
 
   st.remove_http01("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0");
   st.remove_tls_alpn01("*.a.example");
@@ -393,8 +411,8 @@ TEST(AcmeStorage, ListFindsEveryCertificateDirectory) {
                            meta_of("b.example", "127.0.0.1-14000-dir")));
   // A certificate directory whose metadata is damaged still shows, with the reason.
   fs::create_directories(tmp.path() + "/certificates/" + kLe + "/wildcard_.c.example");
-  spit(tmp.path() + "/certificates/" + kLe + "/wildcard_.c.example/wildcard_.c.example.json",
-       "not json");
+  write_text(tmp.path() + "/certificates/" + kLe + "/wildcard_.c.example/wildcard_.c.example.json",
+             "not json");
   // An empty directory (a write that never got going) is nothing managed.
   fs::create_directories(tmp.path() + "/certificates/" + kLe + "/d.example");
 
@@ -411,7 +429,7 @@ TEST(AcmeStorage, ListFindsEveryCertificateDirectory) {
 }
 
 nlohmann::json lock_file(const std::string& data, const std::string& key) {
-  return nlohmann::json::parse(slurp(data + "/locks/" + key + ".lock"));
+  return nlohmann::json::parse(read_text(data + "/locks/" + key + ".lock"));
 }
 
 TEST(AcmeStorage, LockIsExclusiveRefreshableAndReleasedOnlyByItsHolder) {
@@ -449,7 +467,7 @@ TEST(AcmeStorage, LockIsExclusiveRefreshableAndReleasedOnlyByItsHolder) {
 
   // A lock file that is not (yet) complete counts as held until it is older than the ttl.
   std::string key3 = lock_key(kLe, "c.example");
-  spit(tmp.path() + "/locks/" + key3 + ".lock", "");
+  write_text(tmp.path() + "/locks/" + key3 + ".lock", "");
   EXPECT_FALSE(*st.try_lock(key3, "replica-1", seconds(60)));
   EXPECT_TRUE(*st.try_lock(key3, "replica-1", seconds(0)));
 
@@ -564,13 +582,13 @@ TEST(AcmeStorage, WriteFileIsAtomicAndKeepsTheModeGivenAtCreation) {
   TempDir tmp;
   Storage st(tmp.path() + "/d");
   ASSERT_TRUE(st.write_file("x/y/secret.key", "k1", 0600));
-  EXPECT_EQ(slurp(tmp.path() + "/d/x/y/secret.key"), "k1");
+  EXPECT_EQ(read_text(tmp.path() + "/d/x/y/secret.key"), "k1");
   EXPECT_EQ(mode_of(tmp.path() + "/d/x/y/secret.key"), 0600u);
   EXPECT_EQ(mode_of(tmp.path() + "/d/x"), 0700u);
   ASSERT_TRUE(st.write_file(tmp.path() + "/abs.txt", "a", 0644));
-  EXPECT_EQ(slurp(tmp.path() + "/abs.txt"), "a");
+  EXPECT_EQ(read_text(tmp.path() + "/abs.txt"), "a");
   ASSERT_TRUE(st.write_file("x/y/secret.key", "k2", 0600));
-  EXPECT_EQ(slurp(tmp.path() + "/d/x/y/secret.key"), "k2");
+  EXPECT_EQ(read_text(tmp.path() + "/d/x/y/secret.key"), "k2");
   EXPECT_FALSE(st.write_file("x/", "k", 0600));
 }
 

@@ -318,5 +318,27 @@ TEST(TlsCerts, NoHttpListenerLeavesHttp01Out) {
             (std::vector<std::string>{"http-01", "tls-alpn-01"}));
 }
 
+// The roots for an ACME CA's HTTPS are checked when the configuration loads (validate too), as
+// certificate files are: not in the background, at the first order.
+TEST(TlsCerts, AcmeCaRootsMustLoad) {
+  Fixture f("acme-roots");
+  write(f.dir + "/not-pem.txt", "hello\n");
+  config::Config cfg = load("{\n\tacme_ca_root " + f.dir +
+                            "/missing.pem\n}\n"
+                            "a.example.com {\n\trespond a\n}\n"
+                            "b.example.com {\n\ttls {\n\t\tca_root " +
+                            f.dir +
+                            "/not-pem.txt\n\t}\n}\n"
+                            "c.example.com {\n\ttls {\n\t\tca_root " +
+                            f.cert_file + "\n\t}\n}\n");
+  auto tls = build_server_tls(cfg, nullptr);
+  ASSERT_FALSE(tls.ok());
+  ASSERT_EQ(tls.errors().size(), 2u);
+  EXPECT_NE(tls.errors()[0].str().find("missing.pem: cannot read"), std::string::npos)
+      << tls.errors()[0].str();
+  EXPECT_NE(tls.errors()[1].str().find("not-pem.txt: no PEM certificate"), std::string::npos)
+      << tls.errors()[1].str();
+}
+
 }  // namespace
 }  // namespace hsp::engine

@@ -1,5 +1,6 @@
-// Helpers for the TLS tests: a temporary directory, and a complete handshake between an OpenSSL
-// client and our ServerContext over an in-memory BIO pair (no sockets, no threads).
+// Helpers for the TLS tests (the ACME tests share the temporary directory and common_name(), see
+// tests/unit/acme/acme_test_util.h): a temporary directory, and a complete handshake between an
+// OpenSSL client and our ServerContext over an in-memory BIO pair (no sockets, no threads).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -18,7 +19,7 @@ namespace hsp::tls::testing {
 class TempDir {
  public:
   TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "hsp-tls-XXXXXX").string();
+    std::string tmpl = (std::filesystem::temp_directory_path() / "hsp-test-XXXXXX").string();
     char* made = ::mkdtemp(tmpl.data());
     EXPECT_NE(made, nullptr);
     path_ = tmpl;
