@@ -252,12 +252,13 @@ void Manager::run() {
     cv_.wait_until(lock, wake, [this] { return stop_ || wake_; });
     if (wake_) {
       wake_ = false;
-      for (auto& [name, e] : entries_) {
-        if (refresh_from_storage(e) && options_.on_change) {
-          lock.unlock();
-          options_.on_change();
-          lock.lock();
-        }
+      bool adopted = false;
+      for (auto& [name, e] : entries_) adopted |= refresh_from_storage(e);
+      // After the loop: the rebuild calls want(), which replaces entries_.
+      if (adopted && options_.on_change) {
+        lock.unlock();
+        options_.on_change();
+        lock.lock();
       }
     }
   }

@@ -8,6 +8,11 @@
 //
 // Replicas sharing the data directory order each name once: the one holding the name's storage
 // lock orders; the others wait for the lock to go and load the result from storage.
+//
+// Known cost: want() re-reads each wanted name's files under the manager's lock on the thread
+// that builds the snapshot (start, SIGHUP, each Docker generation): three small reads per
+// name, so a reload with thousands of ACME names spends milliseconds there, and a hung volume
+// would hold the reload up.
 #pragma once
 
 #include <atomic>
