@@ -39,7 +39,10 @@ class AcmeChallenges {
   void put_http01(const std::string& token, const std::string& key_authorization);
   void remove_http01(const std::string& token);
   // The key authorization for `token`, from memory or the shared directory; nullopt when no
-  // challenge with that token is under way. `token` comes from a request path: anything that
+  // challenge with that token is under way. Knowingly looser than certmagic: the request's
+  // Host is not compared with the name being validated (the registry does not keep it), so
+  // any Host gets the answer while the token lives; the answer is public by design (token and
+  // account-key thumbprint), so what it costs is only that defence in depth. `token` comes from a request path: anything that
   // is not base64url (RFC 8555 §8.3) is refused without touching the file system.
   std::optional<std::string> http01(std::string_view token) const;
 
