@@ -122,6 +122,13 @@ Failure answer_failure(const std::string& step, const std::string& url, const Ht
       f.detail.pop_back();
     }
     if (f.detail.empty()) f.detail = "no problem document";
+    // ACME requests are not redirected (RFC 8555 §6.1 gives every resource its URL): a 3xx
+    // usually means acme_ca names a web page rather than a directory.
+    if (r.status >= 300 && r.status < 400) {
+      auto location = r.header("Location");
+      f.detail = "redirected to " + (location ? std::string(*location) : std::string("?")) +
+                 ": ACME is not redirected; is the directory URL right?";
+    }
   }
   return f;
 }

@@ -385,6 +385,9 @@ class StubCa {
       return http_answer("200 OK", {"Content-Type: application/json"}, dir.dump());
     }
     if (r.target == "/nonce") return http_answer("200 OK", {"Replay-Nonce: stub-nonce"}, "");
+    if (r.target == "/moved") {
+      return http_answer("301 Moved Permanently", {"Location: https://ca.example/docs"}, "");
+    }
     if (r.target == "/acct") {
       return http_answer("429 Too Many Requests",
                          {"Content-Type: application/problem+json", "Retry-After: 7",
@@ -485,6 +488,19 @@ TEST_F(AcmeClientOnStub, RateLimitedAnswerCarriesRetryAfter) {
   EXPECT_EQ(jws.header["url"], stub_.url("/acct"));
   EXPECT_EQ(jws.header["jwk"].dump(), key->jwk());
   EXPECT_EQ(jws.payload, R"({"onlyReturnExisting":true})");
+}
+
+// acme_ca naming a web page: the 3xx is explained, not "no problem document".
+TEST_F(AcmeClientOnStub, RedirectedDirectoryIsExplained) {
+  ClientOptions o = options();
+  o.directory_url = stub_.url("/moved");
+  Client client(o);
+  auto has = client.has_renewal_info();
+  ASSERT_FALSE(has.ok());
+  EXPECT_EQ(has.failure().step, "directory");
+  EXPECT_EQ(has.failure().http_status, 301);
+  EXPECT_NE(has.failure().detail.find("redirected to https://ca.example/docs"), std::string::npos)
+      << has.failure().detail;
 }
 
 TEST_F(AcmeClientOnStub, NewOrderUsesKidAndReplacesAndReadsAnHttpDateRetryAfter) {
