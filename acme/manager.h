@@ -53,7 +53,10 @@ class Manager : public engine::ManagedCerts {
     std::function<void()> on_change;
     // How often storage is re-read and due names are looked for (certmagic's 10 minutes).
     std::chrono::seconds check_interval{std::chrono::minutes(10)};
-    // A lock not refreshed for this long is taken over (its holder died mid-order).
+    // A lock not refreshed for this long is taken over (its holder died mid-order). Known
+    // shortcoming: the holder does not refresh it during an order, so an order slower than this
+    // (both polls near their 3-minute limit) lets another replica order too; the CA then
+    // issues twice and both certificates are valid: a rate-limit cost, nothing breaks.
     std::chrono::seconds lock_ttl{std::chrono::minutes(5)};
     // How often a replica waiting for another's lock looks again.
     std::chrono::milliseconds lock_poll{std::chrono::seconds(2)};
