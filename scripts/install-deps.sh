@@ -28,6 +28,8 @@ test_pkgs=(
   # pebble-challtestsrv DNS server, both started on 127.0.0.1 by the tests; openssl makes the
   # CA that Pebble's own HTTPS presents.
   pebble openssl
+  # HTTP/3 (gateway/h3): ngtcp2's gtlsclient talks to the QUIC server in the unit tests.
+  ngtcp2-client
 )
 # bench/peers.sh (HSP_WITH_BENCH=1): the peers, the tools they measure
 # with, and reference clients to check hsp-bench against (wrk, h2load; gtlsclient for h3).

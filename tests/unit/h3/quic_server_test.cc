@@ -1,0 +1,623 @@
+// QuicServer: a real client (Debian's gtlsclient, ngtcp2-client 0.12) over a UDP socket on
+// 127.0.0.1, and an in-memory ngtcp2 + GnuTLS client (datagrams handed across in the test, no
+// socket) for what gtlsclient cannot do: offer another ALPN or none, choose the SNI, watch the
+// first flight's size, send a malformed request, and step a simulated clock.
+#include "h3/quic_server.h"
+
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <nghttp3/nghttp3.h>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <ngtcp2/ngtcp2_crypto_gnutls.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../tls/tls_test_util.h"
+#include "tls/local_ca.h"
+
+namespace hsp::h3 {
+namespace {
+
+Address loopback(uint16_t port) {
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_port = htons(port);
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return Address::from(reinterpret_cast<const sockaddr*>(&in), sizeof in);
+}
+
+// Serves a QuicServer on a UDP socket bound to 127.0.0.1 (port chosen by the kernel) from a
+// thread of its own, the way the listener will: recvmmsg, receive(), handle_expiry(), sendto.
+class UdpLoop {
+ public:
+  explicit UdpLoop(QuicServer& server) : server_(server) {
+    fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    EXPECT_GE(fd_, 0);
+    Address any = loopback(0);
+    EXPECT_EQ(::bind(fd_, any.get(), any.len), 0);
+    sockaddr_storage bound{};
+    socklen_t len = sizeof bound;
+    EXPECT_EQ(::getsockname(fd_, reinterpret_cast<sockaddr*>(&bound), &len), 0);
+    local_ = Address::from(reinterpret_cast<sockaddr*>(&bound), len);
+    port_ = ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~UdpLoop() {
+    stop();
+    ::close(fd_);
+  }
+
+  uint16_t port() const { return port_; }
+  // Joins the loop thread; the server may be inspected afterwards.
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void run() {
+    constexpr size_t kBatch = 16;
+    constexpr size_t kSlot = 2048;
+    std::vector<uint8_t> rx(kBatch * kSlot);
+    std::array<mmsghdr, kBatch> msgs{};
+    std::array<iovec, kBatch> iov{};
+    std::array<sockaddr_storage, kBatch> from{};
+    while (!stop_) {
+      uint64_t now = now_ns();
+      uint64_t expiry = server_.expiry();
+      int timeout_ms = 50;  // also how often stop_ is looked at
+      if (expiry <= now) {
+        timeout_ms = 0;
+      } else if (expiry - now < 50'000'000) {
+        timeout_ms = static_cast<int>((expiry - now) / 1'000'000) + 1;
+      }
+      pollfd pfd{fd_, POLLIN, 0};
+      ::poll(&pfd, 1, timeout_ms);
+      for (;;) {
+        for (size_t i = 0; i < kBatch; ++i) {
+          iov[i] = {rx.data() + i * kSlot, kSlot};
+          msgs[i].msg_hdr = {};
+          msgs[i].msg_hdr.msg_iov = &iov[i];
+          msgs[i].msg_hdr.msg_iovlen = 1;
+          msgs[i].msg_hdr.msg_name = &from[i];
+          msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+        }
+        int n = ::recvmmsg(fd_, msgs.data(), kBatch, MSG_DONTWAIT, nullptr);
+        if (n <= 0) break;
+        uint64_t ts = now_ns();
+        for (int i = 0; i < n; ++i) {
+          Address remote =
+              Address::from(reinterpret_cast<sockaddr*>(&from[i]), msgs[i].msg_hdr.msg_namelen);
+          server_.receive({rx.data() + i * kSlot, msgs[i].msg_len}, local_, remote, ts);
+        }
+      }
+      if (now_ns() >= server_.expiry()) server_.handle_expiry(now_ns());
+      for (const Datagram& d : server_.take_datagrams()) {
+        ::sendto(fd_, d.data.data(), d.data.size(), 0, d.remote.get(), d.remote.len);
+      }
+    }
+  }
+
+  QuicServer& server_;
+  int fd_ = -1;
+  Address local_;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+struct RunResult {
+  int exit_code = -1;
+  std::string output;
+};
+
+// gtlsclient, bounded by coreutils' timeout so that a broken server fails the test instead of
+// hanging it.
+RunResult run_gtlsclient(const std::string& args) {
+  RunResult r;
+  std::string cmd = "timeout 30 gtlsclient " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+class QuicServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto ca = tls::LocalCa::open(tmp_.path());
+    ASSERT_TRUE(ca);
+    auto leaf = (*ca)->issue({"x.test"});
+    ASSERT_TRUE(leaf);
+    auto creds = ServerCredentials::from_certified_key(**leaf);
+    ASSERT_TRUE(creds) << creds.errors().front().str();
+    auto server = QuicServer::create(*creds);
+    ASSERT_TRUE(server);
+    server_ = std::move(*server);
+  }
+
+  tls::testing::TempDir tmp_;
+  std::unique_ptr<QuicServer> server_;
+};
+
+TEST_F(QuicServerTest, GtlsclientGetsHelloOverUdp) {
+  UdpLoop loop(*server_);
+  std::string port = std::to_string(loop.port());
+  RunResult r = run_gtlsclient("--exit-on-all-streams-close --sni=x.test 127.0.0.1 " + port +
+                               " https://x.test:" + port + "/");
+  loop.stop();
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  // gtlsclient's debug output: the response head, then the body as a hex dump.
+  EXPECT_NE(r.output.find("http: stream 0x0 [:status: 200]"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("http: stream 0x0 body 5 bytes"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("68 65 6c 6c 6f                                    |hello|"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("Negotiated ALPN is h3"), std::string::npos) << r.output;
+  EXPECT_EQ(server_->stats().handshakes_completed, 1u);
+  EXPECT_EQ(server_->stats().requests_answered, 1u);
+}
+
+TEST_F(QuicServerTest, ManyRequestsOnOneConnectionAndSeveralClients) {
+  UdpLoop loop(*server_);
+  std::string port = std::to_string(loop.port());
+  auto args = [&](int requests) {
+    return "-q --exit-on-all-streams-close -n " + std::to_string(requests) + " 127.0.0.1 " + port +
+           " https://x.test:" + port + "/";
+  };
+  // 150 requests on the first connection: more than the 100 streams it may have open at once,
+  // so it only finishes if every closed request gives its stream credit back.
+  std::vector<int> requests{150, 20, 20};
+  std::vector<RunResult> results(requests.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    clients.emplace_back([&, i] { results[i] = run_gtlsclient(args(requests[i])); });
+  }
+  for (auto& t : clients) t.join();
+  loop.stop();
+  for (const auto& r : results) EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(server_->stats().handshakes_completed, 3u);
+  EXPECT_EQ(server_->stats().requests_answered, 190u);
+}
+
+// --- the in-memory client -------------------------------------------------------------------
+
+// A QUIC v1 client on ngtcp2 + GnuTLS that only handshakes (no HTTP/3): enough to choose the
+// ALPN it offers, which gtlsclient cannot.
+class MemoryClient {
+ public:
+  // alpn empty: no ALPN extension at all.
+  explicit MemoryClient(std::vector<std::string> alpn, std::string sni = "x.test")
+      : alpn_(std::move(alpn)), sni_(std::move(sni)) {
+    conn_ref_ = {&MemoryClient::get_conn, this};
+  }
+  ~MemoryClient() {
+    if (conn_ != nullptr) ngtcp2_conn_del(conn_);
+    if (tls_ != nullptr) gnutls_deinit(tls_);
+    if (cred_ != nullptr) gnutls_certificate_free_credentials(cred_);
+  }
+
+  bool start(const Address& local, const Address& remote) {
+    local_ = local;
+    remote_ = remote;
+    ngtcp2_callbacks cb{};
+    cb.client_initial = ngtcp2_crypto_client_initial_cb;
+    cb.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+    cb.encrypt = ngtcp2_crypto_encrypt_cb;
+    cb.decrypt = ngtcp2_crypto_decrypt_cb;
+    cb.hp_mask = ngtcp2_crypto_hp_mask_cb;
+    cb.recv_retry = ngtcp2_crypto_recv_retry_cb;
+    cb.update_key = ngtcp2_crypto_update_key_cb;
+    cb.delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
+    cb.delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
+    cb.get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
+    cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb;
+    cb.rand = [](uint8_t* dest, size_t len, const ngtcp2_rand_ctx*) {
+      gnutls_rnd(GNUTLS_RND_NONCE, dest, len);
+    };
+    cb.get_new_connection_id = [](ngtcp2_conn*, ngtcp2_cid* cid, uint8_t* token, size_t cidlen,
+                                  void*) {
+      gnutls_rnd(GNUTLS_RND_NONCE, cid->data, cidlen);
+      cid->datalen = cidlen;
+      gnutls_rnd(GNUTLS_RND_NONCE, token, NGTCP2_STATELESS_RESET_TOKENLEN);
+      return 0;
+    };
+    cb.handshake_completed = [](ngtcp2_conn*, void* user_data) {
+      static_cast<MemoryClient*>(user_data)->handshake_completed_ = true;
+      return 0;
+    };
+    cb.recv_stream_data = [](ngtcp2_conn* conn, uint32_t flags, int64_t stream_id, uint64_t,
+                             const uint8_t* data, size_t len, void* user_data, void*) {
+      auto& st = static_cast<MemoryClient*>(user_data)->streams_[stream_id];
+      st.data.append(reinterpret_cast<const char*>(data), len);
+      if (flags & NGTCP2_STREAM_DATA_FLAG_FIN) st.fin = true;
+      ngtcp2_conn_extend_max_stream_offset(conn, stream_id, len);
+      ngtcp2_conn_extend_max_offset(conn, len);
+      return 0;
+    };
+    cb.stream_reset = [](ngtcp2_conn*, int64_t stream_id, uint64_t, uint64_t app_error_code,
+                         void* user_data, void*) {
+      auto& st = static_cast<MemoryClient*>(user_data)->streams_[stream_id];
+      st.reset_code = static_cast<int64_t>(app_error_code);
+      return 0;
+    };
+    ngtcp2_cid dcid, scid;
+    dcid.datalen = 16;
+    scid.datalen = 16;
+    gnutls_rnd(GNUTLS_RND_NONCE, dcid.data, dcid.datalen);
+    gnutls_rnd(GNUTLS_RND_NONCE, scid.data, scid.datalen);
+    ngtcp2_settings settings;
+    ngtcp2_settings_default(&settings);
+    settings.initial_ts = now_ns();
+    ngtcp2_transport_params params;
+    ngtcp2_transport_params_default(&params);
+    params.initial_max_streams_uni = 3;
+    params.initial_max_stream_data_uni = 64 << 10;
+    params.initial_max_stream_data_bidi_local = 64 << 10;  // room for the responses
+    params.initial_max_data = 1 << 20;
+    ngtcp2_path path{{const_cast<sockaddr*>(local_.get()), local_.len},
+                     {const_cast<sockaddr*>(remote_.get()), remote_.len},
+                     nullptr};
+    if (ngtcp2_conn_client_new(&conn_, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cb, &settings,
+                               &params, nullptr, this) != 0) {
+      return false;
+    }
+    if (gnutls_certificate_allocate_credentials(&cred_) != 0 ||
+        gnutls_init(&tls_, GNUTLS_CLIENT | GNUTLS_NO_END_OF_EARLY_DATA) != 0 ||
+        gnutls_priority_set_direct(tls_, "NORMAL:-VERS-ALL:+VERS-TLS1.3:%DISABLE_TLS13_COMPAT_MODE",
+                                   nullptr) != 0 ||
+        ngtcp2_crypto_gnutls_configure_client_session(tls_) != 0 ||
+        gnutls_credentials_set(tls_, GNUTLS_CRD_CERTIFICATE, cred_) != 0 ||
+        gnutls_server_name_set(tls_, GNUTLS_NAME_DNS, sni_.data(), sni_.size()) != 0) {
+      return false;
+    }
+    std::vector<gnutls_datum_t> protos;
+    for (auto& p : alpn_) {
+      protos.push_back(
+          {reinterpret_cast<unsigned char*>(p.data()), static_cast<unsigned>(p.size())});
+    }
+    if (!protos.empty() && gnutls_alpn_set_protocols(tls_, protos.data(), protos.size(), 0) != 0) {
+      return false;
+    }
+    gnutls_session_set_ptr(tls_, &conn_ref_);
+    ngtcp2_conn_set_tls_native_handle(conn_, tls_);
+    return true;
+  }
+
+  struct Stream {
+    std::string data;  // what the server sent on it, raw HTTP/3 frames
+    bool fin = false;
+    int64_t reset_code = -1;  // RESET_STREAM's application error code, -1: none
+  };
+
+  // Opens a request stream carrying `frames` (raw HTTP/3) and FIN; sent by the next write().
+  int64_t send_request(std::string frames) {
+    int64_t id = -1;
+    EXPECT_EQ(ngtcp2_conn_open_bidi_stream(conn_, &id, nullptr), 0);
+    outgoing_.push_back({id, std::move(frames)});
+    return id;
+  }
+  const Stream& stream(int64_t id) { return streams_[id]; }
+
+  std::vector<std::vector<uint8_t>> write() {
+    std::vector<std::vector<uint8_t>> out;
+    while (!outgoing_.empty()) {
+      auto& [id, frames] = outgoing_.front();
+      std::vector<uint8_t> buf(1452);
+      ngtcp2_vec v{reinterpret_cast<uint8_t*>(frames.data()), frames.size()};
+      ngtcp2_ssize accepted = -1;
+      ngtcp2_ssize n =
+          ngtcp2_conn_writev_stream(conn_, nullptr, nullptr, buf.data(), buf.size(), &accepted,
+                                    NGTCP2_WRITE_STREAM_FLAG_FIN, id, &v, 1, now_ns());
+      if (n <= 0) break;  // blocked: left for a later write
+      buf.resize(static_cast<size_t>(n));
+      out.push_back(std::move(buf));
+      if (accepted >= 0) frames.erase(0, static_cast<size_t>(accepted));
+      if (frames.empty()) outgoing_.erase(outgoing_.begin());
+    }
+    for (;;) {
+      std::vector<uint8_t> buf(1452);
+      ngtcp2_ssize n =
+          ngtcp2_conn_write_pkt(conn_, nullptr, nullptr, buf.data(), buf.size(), now_ns());
+      if (n <= 0) break;
+      buf.resize(static_cast<size_t>(n));
+      out.push_back(std::move(buf));
+    }
+    return out;
+  }
+
+  int read(const std::vector<uint8_t>& data) {
+    ngtcp2_path path{{const_cast<sockaddr*>(local_.get()), local_.len},
+                     {const_cast<sockaddr*>(remote_.get()), remote_.len},
+                     nullptr};
+    ngtcp2_pkt_info pi{};
+    return ngtcp2_conn_read_pkt(conn_, &path, &pi, data.data(), data.size(), now_ns());
+  }
+
+  ngtcp2_connection_close_error close_error() const {
+    ngtcp2_connection_close_error ccerr;
+    ngtcp2_conn_get_connection_close_error(conn_, &ccerr);
+    return ccerr;
+  }
+  const ngtcp2_transport_params* server_params() const {
+    return ngtcp2_conn_get_remote_transport_params(conn_);
+  }
+  bool handshake_completed() const { return handshake_completed_; }
+  uint64_t expiry() const { return ngtcp2_conn_get_expiry(conn_); }
+  void handle_expiry() {
+    uint64_t now = now_ns();
+    if (now >= expiry()) ngtcp2_conn_handle_expiry(conn_, now);
+  }
+
+  // Whether the certificate the server presented is valid for `name` (not verified further:
+  // the test only checks which certificate was chosen).
+  bool peer_certificate_matches(const std::string& name) const {
+    unsigned count = 0;
+    const gnutls_datum_t* certs = gnutls_certificate_get_peers(tls_, &count);
+    if (certs == nullptr || count == 0) return false;
+    gnutls_x509_crt_t crt;
+    if (gnutls_x509_crt_init(&crt) != 0) return false;
+    bool ok = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 &&
+              gnutls_x509_crt_check_hostname(crt, name.c_str()) != 0;
+    gnutls_x509_crt_deinit(crt);
+    return ok;
+  }
+
+ private:
+  static ngtcp2_conn* get_conn(ngtcp2_crypto_conn_ref* ref) {
+    return static_cast<MemoryClient*>(ref->user_data)->conn_;
+  }
+
+  std::vector<std::string> alpn_;
+  std::string sni_;
+  Address local_, remote_;
+  ngtcp2_crypto_conn_ref conn_ref_;
+  ngtcp2_conn* conn_ = nullptr;
+  gnutls_session_t tls_ = nullptr;
+  gnutls_certificate_credentials_t cred_ = nullptr;
+  bool handshake_completed_ = false;
+  std::map<int64_t, Stream> streams_;
+  std::vector<std::pair<int64_t, std::string>> outgoing_;
+};
+
+struct Exchange {
+  bool handshake_completed = false;
+  bool closed_by_server = false;
+  size_t first_flight_in = 0;   // bytes of the client's first datagrams
+  size_t first_flight_out = 0;  // bytes the server answered with before hearing more
+  uint64_t last_receive = 0;    // when the server last got a datagram (steady ns)
+};
+
+// Hands datagrams back and forth until the client completes its handshake and the server has
+// nothing more to say, or the server closes the connection. Bounded in rounds; when a round
+// moves nothing, the loop waits for the earlier of the two timers (pacing, loss recovery).
+void pump(QuicServer& server, MemoryClient& client, Exchange& ex,
+          const std::function<bool()>& done) {
+  Address client_addr = loopback(40000), server_addr = loopback(443);
+  for (int round = 0; round < 100 && !ex.closed_by_server; ++round) {
+    bool moved = false;
+    for (const auto& pkt : client.write()) {
+      if (round == 0) ex.first_flight_in += pkt.size();
+      ex.last_receive = now_ns();
+      server.receive(pkt, server_addr, client_addr, ex.last_receive);
+      moved = true;
+    }
+    for (const Datagram& d : server.take_datagrams()) {
+      if (round == 0) ex.first_flight_out += d.data.size();
+      int rv = client.read(d.data);
+      if (rv == NGTCP2_ERR_DRAINING) ex.closed_by_server = true;
+      moved = true;
+    }
+    ex.handshake_completed = client.handshake_completed();
+    if (moved) continue;
+    if (done()) break;
+    uint64_t wake = std::min(server.expiry(), client.expiry());
+    uint64_t now = now_ns();
+    if (wake > now)
+      std::this_thread::sleep_for(
+          std::chrono::nanoseconds(std::min<uint64_t>(wake - now, 50'000'000)));
+    if (now_ns() >= server.expiry()) server.handle_expiry(now_ns());
+    client.handle_expiry();
+  }
+}
+
+Exchange exchange(QuicServer& server, MemoryClient& client) {
+  Exchange ex;
+  EXPECT_TRUE(client.start(loopback(40000), loopback(443)));
+  pump(server, client, ex, [&] { return ex.handshake_completed; });
+  return ex;
+}
+
+TEST_F(QuicServerTest, HandshakeWithAlpnH3CompletesWithTheAnnouncedLimits) {
+  MemoryClient client({"h3"});
+  Exchange ex = exchange(*server_, client);
+  EXPECT_TRUE(ex.handshake_completed);
+  EXPECT_FALSE(ex.closed_by_server);
+  const ngtcp2_transport_params* tp = client.server_params();
+  ASSERT_NE(tp, nullptr);
+  EXPECT_EQ(tp->initial_max_streams_bidi, 100u);
+  EXPECT_EQ(tp->max_idle_timeout, 30 * NGTCP2_SECONDS);
+  EXPECT_EQ(tp->stateless_reset_token_present, 1);
+  // Before the client's address is validated the server sends at most 3x what it received.
+  EXPECT_GT(ex.first_flight_out, 0u);
+  EXPECT_LE(ex.first_flight_out, 3 * ex.first_flight_in);
+  EXPECT_EQ(server_->connection_count(), 1u);
+}
+
+TEST_F(QuicServerTest, LargeFirstFlightWaitsForAddressValidation) {
+  // A leaf with many names makes the server's handshake flight several times larger than the
+  // client's 1200-byte Initial: the server must stop at 3x until the client answers.
+  auto ca = tls::LocalCa::open(tmp_.file("big"));
+  ASSERT_TRUE(ca);
+  std::vector<std::string> names;
+  for (int i = 0; i < 200; ++i) {
+    names.push_back("name-" + std::to_string(i) + ".a-long-label-to-make-the-certificate-big.test");
+  }
+  auto leaf = (*ca)->issue(names);
+  ASSERT_TRUE(leaf);
+  ASSERT_GT((*leaf)->cert_chain_pem().size(), 12'000u);
+  auto creds = ServerCredentials::from_certified_key(**leaf);
+  ASSERT_TRUE(creds);
+  auto server = QuicServer::create(*creds);
+  ASSERT_TRUE(server);
+
+  MemoryClient client({"h3"});
+  Exchange ex = exchange(**server, client);
+  EXPECT_GE(ex.first_flight_in, 1200u);
+  EXPECT_GT(ex.first_flight_out, 2 * ex.first_flight_in);  // it did send up to the limit...
+  EXPECT_LE(ex.first_flight_out, 3 * ex.first_flight_in);  // ...and not beyond
+  EXPECT_TRUE(ex.handshake_completed);                     // the rest followed validation
+}
+
+TEST_F(QuicServerTest, IdleConnectionIsForgottenAfterThirtySeconds) {
+  MemoryClient client({"h3"});
+  Exchange ex = exchange(*server_, client);
+  ASSERT_TRUE(ex.handshake_completed);
+  ASSERT_EQ(server_->connection_count(), 1u);
+  // The client says nothing more: step the server's clock from expiry to expiry (loss
+  // recovery probes go unanswered) until it drops the connection. Simulated time, no waiting.
+  uint64_t t = ex.last_receive;
+  for (int i = 0; i < 1000 && server_->connection_count() > 0; ++i) {
+    t = std::max(t, server_->expiry());
+    server_->handle_expiry(t);
+    server_->take_datagrams();
+  }
+  EXPECT_EQ(server_->connection_count(), 0u);
+  EXPECT_GE(t - ex.last_receive, 30 * NGTCP2_SECONDS);
+  EXPECT_LT(t - ex.last_receive, 31 * NGTCP2_SECONDS);
+}
+
+TEST_F(QuicServerTest, MalformedRequestResetsOnlyItsStream) {
+  MemoryClient client({"h3"});
+  Exchange ex = exchange(*server_, client);
+  ASSERT_TRUE(ex.handshake_completed);
+  // HEADERS frames, QPACK with static-table references only (RFC 9204 Appendix A): required
+  // insert count 0, base 0, then the field lines.
+  auto headers = [](std::string fields) {
+    std::string block = std::string("\x00\x00", 2) + fields;
+    return std::string("\x01") + static_cast<char>(block.size()) + block;
+  };
+  // Only ":method: GET" (index 17): no :scheme and no :path, a malformed request.
+  int64_t bad = client.send_request(headers("\xd1"));
+  // GET (17), :scheme https (23), :path / (1), :authority with the literal value "x.test".
+  int64_t good = client.send_request(headers("\xd1\xd7\xc1\x50\x06x.test"));
+  pump(*server_, client, ex, [&] { return client.stream(good).fin; });
+  EXPECT_FALSE(ex.closed_by_server);
+  EXPECT_EQ(client.stream(bad).reset_code, static_cast<int64_t>(NGHTTP3_H3_MESSAGE_ERROR));
+  EXPECT_TRUE(client.stream(good).fin);
+  EXPECT_NE(client.stream(good).data.find("hello"), std::string::npos);
+  EXPECT_EQ(server_->stats().requests_answered, 1u);
+  EXPECT_EQ(server_->connection_count(), 1u);
+}
+
+TEST_F(QuicServerTest, CertificateIsChosenBySni) {
+  auto ca = tls::LocalCa::open(tmp_.file("sni"));
+  ASSERT_TRUE(ca);
+  auto a = (*ca)->issue({"a.test"});
+  auto b = (*ca)->issue({"b.test"});
+  ASSERT_TRUE(a && b);
+  auto creds = ServerCredentials::from_certified_key(**a);
+  ASSERT_TRUE(creds);
+  ASSERT_TRUE((*creds)->add_pem((*b)->cert_chain_pem(), (*b)->key_pem(), "b.test"));
+  auto server = QuicServer::create(*creds);
+  ASSERT_TRUE(server);
+  for (std::string sni : {"a.test", "b.test", "unknown.test"}) {
+    MemoryClient client({"h3"}, sni);
+    ASSERT_TRUE(exchange(**server, client).handshake_completed) << sni;
+    std::string expected = sni == "b.test" ? "b.test" : "a.test";  // else the first one
+    EXPECT_TRUE(client.peer_certificate_matches(expected)) << sni;
+  }
+}
+
+TEST_F(QuicServerTest, ClientOfferingAnotherAlpnIsRefused) {
+  MemoryClient client({"h2", "http/1.1"});
+  Exchange ex = exchange(*server_, client);
+  EXPECT_FALSE(ex.handshake_completed);
+  ASSERT_TRUE(ex.closed_by_server);
+  ngtcp2_connection_close_error ccerr = client.close_error();
+  EXPECT_EQ(ccerr.type, NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT);
+  // CRYPTO_ERROR carrying TLS alert 120, no_application_protocol (RFC 9001 §4.8, §8.1).
+  EXPECT_EQ(ccerr.error_code, NGTCP2_CRYPTO_ERROR | GNUTLS_A_NO_APPLICATION_PROTOCOL);
+  EXPECT_EQ(server_->stats().handshakes_failed, 1u);
+  EXPECT_EQ(server_->stats().handshakes_completed, 0u);
+  EXPECT_EQ(server_->connection_count(), 0u);
+}
+
+TEST_F(QuicServerTest, ClientOfferingNoAlpnIsRefused) {
+  MemoryClient client({});
+  Exchange ex = exchange(*server_, client);
+  EXPECT_FALSE(ex.handshake_completed);
+  ASSERT_TRUE(ex.closed_by_server);
+  EXPECT_EQ(client.close_error().error_code,
+            NGTCP2_CRYPTO_ERROR | GNUTLS_A_NO_APPLICATION_PROTOCOL);
+  EXPECT_EQ(server_->connection_count(), 0u);
+}
+
+TEST_F(QuicServerTest, UnknownVersionGetsVersionNegotiation) {
+  // A long-header packet of version 0x1a2a3a4a (reserved for greasing), padded to 1200 bytes.
+  std::vector<uint8_t> pkt(1200, 0);
+  size_t i = 0;
+  pkt[i++] = 0xc0;
+  for (uint8_t b : {0x1a, 0x2a, 0x3a, 0x4a}) pkt[i++] = b;
+  pkt[i++] = 8;  // DCID
+  for (int k = 0; k < 8; ++k) pkt[i++] = static_cast<uint8_t>(0x10 + k);
+  pkt[i++] = 8;  // SCID
+  for (int k = 0; k < 8; ++k) pkt[i++] = static_cast<uint8_t>(0x20 + k);
+  server_->receive(pkt, loopback(443), loopback(40000), now_ns());
+  auto out = server_->take_datagrams();
+  ASSERT_EQ(out.size(), 1u);
+  const auto& vn = out[0].data;
+  ASSERT_GE(vn.size(), 5u + 1 + 8 + 1 + 8 + 4);
+  EXPECT_EQ(vn[0] & 0x80, 0x80);
+  EXPECT_EQ(vn[1] | vn[2] | vn[3] | vn[4], 0);  // version 0: Version Negotiation
+  EXPECT_EQ(vn[6], 0x20);                       // our DCID is the client's SCID
+  EXPECT_EQ(server_->connection_count(), 0u);
+
+  // The same packet below 1200 bytes gets nothing: no amplification for spoofed sources.
+  pkt.resize(200);
+  server_->receive(pkt, loopback(443), loopback(40000), now_ns());
+  EXPECT_TRUE(server_->take_datagrams().empty());
+}
+
+TEST_F(QuicServerTest, ShortInitialOpensNoConnection) {
+  MemoryClient client({"h3"});
+  ASSERT_TRUE(client.start(loopback(40000), loopback(443)));
+  auto pkts = client.write();
+  ASSERT_FALSE(pkts.empty());
+  ASSERT_GE(pkts[0].size(), 1200u);  // a client pads its Initial...
+  pkts[0].resize(1000);              // ...and a truncated one must not be accepted
+  server_->receive(pkts[0], loopback(443), loopback(40000), now_ns());
+  EXPECT_EQ(server_->connection_count(), 0u);
+  EXPECT_TRUE(server_->take_datagrams().empty());
+}
+
+TEST(ServerCredentialsTest, GarbagePemIsAnError) {
+  auto creds = ServerCredentials::from_pem("not a certificate", "not a key");
+  ASSERT_FALSE(creds);
+  EXPECT_NE(creds.errors().front().message.find("gnutls"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hsp::h3
