@@ -39,6 +39,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "connection.h"
+#include "h3/common.h"
 
 namespace hsp::bench {
 namespace {
@@ -58,11 +59,10 @@ constexpr ngtcp2_duration kHandshakeTimeout = 10 * NGTCP2_SECONDS;
 // Idle timeout announced to the server: long enough that a slow response does not trip it.
 constexpr ngtcp2_duration kIdleTimeout = 30 * NGTCP2_SECONDS;
 
-ngtcp2_tstamp now_ns() {
-  return static_cast<ngtcp2_tstamp>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::steady_clock::now().time_since_epoch())
-                                        .count());
-}
+// The QUIC + HTTP/3 glue that is the same on the gateway's server side (gateway/h3/common.h).
+using h3::extend_credit;
+using h3::make_nv;
+using h3::now_ns;
 
 // GnuTLS certificate credentials are read-only once built and may be shared by sessions on any
 // thread, so each trust setting is loaded once per process instead of once per (re)connection:
@@ -121,12 +121,6 @@ bool is_dropped_field(std::string_view lower_name) {
   return lower_name == "connection" || lower_name == "keep-alive" ||
          lower_name == "proxy-connection" || lower_name == "transfer-encoding" ||
          lower_name == "upgrade" || lower_name == "host" || lower_name == "content-length";
-}
-
-nghttp3_nv make_nv(const std::string& name, const std::string& value) {
-  return nghttp3_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                    value.size(), NGHTTP3_NV_FLAG_NO_COPY_NAME | NGHTTP3_NV_FLAG_NO_COPY_VALUE};
 }
 
 // One request in flight. Pooled per connection, so this file allocates nothing per request once
@@ -280,27 +274,19 @@ class Impl : public std::enable_shared_from_this<Impl> {
 
   bool setup_quic(std::string& error) {
     ngtcp2_callbacks cb{};
+    h3::set_crypto_callbacks(cb);
     cb.client_initial = ngtcp2_crypto_client_initial_cb;
-    cb.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+    cb.recv_retry = ngtcp2_crypto_recv_retry_cb;
     cb.handshake_completed = &Impl::on_handshake_completed;
-    cb.encrypt = ngtcp2_crypto_encrypt_cb;
-    cb.decrypt = ngtcp2_crypto_decrypt_cb;
-    cb.hp_mask = ngtcp2_crypto_hp_mask_cb;
     cb.recv_stream_data = &Impl::on_recv_stream_data;
     cb.acked_stream_data_offset = &Impl::on_acked_stream_data_offset;
     cb.stream_close = &Impl::on_stream_close;
-    cb.recv_retry = ngtcp2_crypto_recv_retry_cb;
     cb.extend_max_local_streams_bidi = &Impl::on_extend_max_local_streams_bidi;
-    cb.rand = &Impl::on_rand;
+    cb.rand = h3::rand_nonce;
     cb.get_new_connection_id = &Impl::on_get_new_connection_id;
-    cb.update_key = ngtcp2_crypto_update_key_cb;
     cb.stream_reset = &Impl::on_stream_reset;
     cb.extend_max_stream_data = &Impl::on_extend_max_stream_data;
-    cb.delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
-    cb.delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
-    cb.get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
     cb.stream_stop_sending = &Impl::on_stream_stop_sending;
-    cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb;
     cb.recv_rx_key = &Impl::on_recv_rx_key;
 
     ngtcp2_cid dcid, scid;
@@ -362,8 +348,7 @@ class Impl : public std::enable_shared_from_this<Impl> {
       return false;
     }
     gnutls_session_set_ptr(tls_, &conn_ref_);
-    gnutls_datum_t alpn{reinterpret_cast<unsigned char*>(const_cast<char*>("h3")), 2};
-    gnutls_alpn_set_protocols(tls_, &alpn, 1, GNUTLS_ALPN_MANDATORY);
+    h3::set_h3_alpn(tls_);
     if (!ep_.insecure) {
       // The handshake itself fails (bad_certificate alert, NGTCP2_ERR_CRYPTO) when the chain
       // or the name does not verify.
@@ -392,22 +377,11 @@ class Impl : public std::enable_shared_from_this<Impl> {
     cb.end_stream = &Impl::h3_end_stream;
     cb.reset_stream = &Impl::h3_reset_stream;
     cb.shutdown = &Impl::h3_shutdown;
-    nghttp3_settings settings;
-    nghttp3_settings_default(&settings);
-    settings.qpack_max_dtable_capacity = 4096;
-    settings.qpack_blocked_streams = 100;
+    nghttp3_settings settings = h3::h3_settings();
     if (nghttp3_conn_client_new(&h3_, &cb, &settings, nghttp3_mem_default(), this) != 0) {
       return false;
     }
-    int64_t ctrl, enc, dec;
-    if (ngtcp2_conn_open_uni_stream(conn_, &ctrl, nullptr) != 0 ||
-        nghttp3_conn_bind_control_stream(h3_, ctrl) != 0 ||
-        ngtcp2_conn_open_uni_stream(conn_, &enc, nullptr) != 0 ||
-        ngtcp2_conn_open_uni_stream(conn_, &dec, nullptr) != 0 ||
-        nghttp3_conn_bind_qpack_streams(h3_, enc, dec) != 0) {
-      return false;
-    }
-    return true;
+    return h3::open_h3_local_streams(conn_, h3_);
   }
 
   // --- rounds -------------------------------------------------------------------------------
@@ -621,64 +595,28 @@ class Impl : public std::enable_shared_from_this<Impl> {
     size_t quantum = std::max<size_t>(1, ngtcp2_conn_get_send_quantum(conn_) / max_size);
     size_t max_packets = std::min(kBatch, quantum);
     tx_count_ = 0;
-    std::array<nghttp3_vec, 16> vec;
     for (;;) {
-      int64_t stream_id = -1;
-      int fin = 0;
-      nghttp3_ssize nvec = 0;
-      if (h3_ != nullptr && ngtcp2_conn_get_max_data_left(conn_) > 0) {
-        nvec = nghttp3_conn_writev_stream(h3_, &stream_id, &fin, vec.data(), vec.size());
-        if (nvec < 0) {
-          set_app_error(nghttp3_err_infer_quic_app_error_code(static_cast<int>(nvec)));
-          return begin_close(ErrorKind::protocol,
-                             std::string("HTTP/3: ") + nghttp3_strerror(static_cast<int>(nvec)),
-                             CloseSend::app_error);
-        }
-      }
-      uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE | (fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
-      ngtcp2_ssize accepted = -1;
       uint8_t* dest = tx_buf_.data() + tx_count_ * kMaxUdpPayload;
-      ngtcp2_ssize n = ngtcp2_conn_writev_stream(
-          conn_, nullptr, nullptr, dest, max_size, &accepted, flags, stream_id,
-          reinterpret_cast<const ngtcp2_vec*>(vec.data()), static_cast<size_t>(nvec), ts);
-      if (n < 0) {
-        if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED) {
-          nghttp3_conn_block_stream(h3_, stream_id);
-          continue;
-        }
-        if (n == NGTCP2_ERR_STREAM_SHUT_WR) {
-          nghttp3_conn_shutdown_stream_write(h3_, stream_id);
-          continue;
-        }
-        if (n == NGTCP2_ERR_WRITE_MORE) {
-          if (!add_write_offset(stream_id, accepted)) return;
-          continue;
-        }
-        liberr_ = static_cast<int>(n);
+      h3::PacketWrite w = h3::write_packet(conn_, h3_, nullptr, nullptr, dest, max_size, ts);
+      if (w.h3_error != 0) {
+        set_app_error(nghttp3_err_infer_quic_app_error_code(w.h3_error));
         return begin_close(ErrorKind::protocol,
-                           std::string("QUIC: ") + ngtcp2_strerror(static_cast<int>(n)),
+                           std::string("HTTP/3: ") + nghttp3_strerror(w.h3_error),
+                           CloseSend::app_error);
+      }
+      if (w.quic_error != 0) {
+        liberr_ = w.quic_error;
+        return begin_close(ErrorKind::protocol, std::string("QUIC: ") + ngtcp2_strerror(liberr_),
                            CloseSend::transport_liberr);
       }
-      if (accepted >= 0 && !add_write_offset(stream_id, accepted)) return;
-      if (n == 0) break;
-      tx_len_[tx_count_++] = static_cast<size_t>(n);
+      if (w.size == 0) break;
+      tx_len_[tx_count_++] = w.size;
       if (tx_count_ == max_packets) break;
     }
     ngtcp2_conn_update_pkt_tx_time(conn_, ts);
     write_more_ = tx_count_ == max_packets;
     tx_sent_ = 0;
     send_batch();
-  }
-
-  bool add_write_offset(int64_t stream_id, ngtcp2_ssize n) {
-    if (h3_ == nullptr || stream_id < 0) return true;
-    if (int rv = nghttp3_conn_add_write_offset(h3_, stream_id, static_cast<size_t>(n)); rv != 0) {
-      set_app_error(nghttp3_err_infer_quic_app_error_code(rv));
-      begin_close(ErrorKind::protocol, std::string("HTTP/3: ") + nghttp3_strerror(rv),
-                  CloseSend::app_error);
-      return false;
-    }
-    return true;
   }
 
   // Sends tx packets [tx_sent_, tx_count_); on EAGAIN waits for the socket and resumes.
@@ -969,8 +907,7 @@ class Impl : public std::enable_shared_from_this<Impl> {
       return NGTCP2_ERR_CALLBACK_FAILURE;
     }
     // Framing bytes are consumed here; body bytes are credited in h3_recv_data.
-    ngtcp2_conn_extend_max_stream_offset(conn, stream_id, static_cast<uint64_t>(n));
-    ngtcp2_conn_extend_max_offset(conn, static_cast<uint64_t>(n));
+    extend_credit(conn, stream_id, static_cast<uint64_t>(n));
     return 0;
   }
 
@@ -1009,19 +946,12 @@ class Impl : public std::enable_shared_from_this<Impl> {
       s->complete(st, ErrorKind::reset);
       ngtcp2_conn_shutdown_stream_write(conn, stream_id, NGHTTP3_H3_REQUEST_CANCELLED);
     }
-    if (s->h3_ != nullptr && nghttp3_conn_shutdown_stream_read(s->h3_, stream_id) != 0) {
-      return NGTCP2_ERR_CALLBACK_FAILURE;
-    }
-    return 0;
+    return h3::shutdown_h3_read(s->h3_, stream_id);
   }
 
   static int on_stream_stop_sending(ngtcp2_conn*, int64_t stream_id, uint64_t, void* user_data,
                                     void*) {
-    Impl* s = self(user_data);
-    if (s->h3_ != nullptr && nghttp3_conn_shutdown_stream_read(s->h3_, stream_id) != 0) {
-      return NGTCP2_ERR_CALLBACK_FAILURE;
-    }
-    return 0;
+    return h3::shutdown_h3_read(self(user_data)->h3_, stream_id);
   }
 
   static int on_extend_max_local_streams_bidi(ngtcp2_conn*, uint64_t, void*) {
@@ -1030,15 +960,7 @@ class Impl : public std::enable_shared_from_this<Impl> {
 
   static int on_extend_max_stream_data(ngtcp2_conn*, int64_t stream_id, uint64_t, void* user_data,
                                        void*) {
-    Impl* s = self(user_data);
-    if (s->h3_ != nullptr && nghttp3_conn_unblock_stream(s->h3_, stream_id) != 0) {
-      return NGTCP2_ERR_CALLBACK_FAILURE;
-    }
-    return 0;
-  }
-
-  static void on_rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx*) {
-    gnutls_rnd(GNUTLS_RND_NONCE, dest, len);
+    return h3::unblock_h3_stream(self(user_data)->h3_, stream_id);
   }
 
   static int on_get_new_connection_id(ngtcp2_conn*, ngtcp2_cid* cid, uint8_t* token, size_t cidlen,
@@ -1081,16 +1003,13 @@ class Impl : public std::enable_shared_from_this<Impl> {
                           void* user_data, void* stream_user_data) {
     Impl* s = self(user_data);
     if (auto* st = static_cast<H3Stream*>(stream_user_data); st != nullptr) st->body_bytes += len;
-    ngtcp2_conn_extend_max_stream_offset(s->conn_, stream_id, len);
-    ngtcp2_conn_extend_max_offset(s->conn_, len);
+    extend_credit(s->conn_, stream_id, len);
     return 0;
   }
 
   static int h3_deferred_consume(nghttp3_conn*, int64_t stream_id, size_t consumed, void* user_data,
                                  void*) {
-    Impl* s = self(user_data);
-    ngtcp2_conn_extend_max_stream_offset(s->conn_, stream_id, consumed);
-    ngtcp2_conn_extend_max_offset(s->conn_, consumed);
+    extend_credit(self(user_data)->conn_, stream_id, consumed);
     return 0;
   }
 
@@ -1136,18 +1055,12 @@ class Impl : public std::enable_shared_from_this<Impl> {
 
   static int h3_stop_sending(nghttp3_conn*, int64_t stream_id, uint64_t app_error_code,
                              void* user_data, void*) {
-    Impl* s = self(user_data);
-    return ngtcp2_conn_shutdown_stream_read(s->conn_, stream_id, app_error_code) == 0
-               ? 0
-               : NGHTTP3_ERR_CALLBACK_FAILURE;
+    return h3::stop_reading(self(user_data)->conn_, stream_id, app_error_code);
   }
 
   static int h3_reset_stream(nghttp3_conn*, int64_t stream_id, uint64_t app_error_code,
                              void* user_data, void*) {
-    Impl* s = self(user_data);
-    return ngtcp2_conn_shutdown_stream_write(s->conn_, stream_id, app_error_code) == 0
-               ? 0
-               : NGHTTP3_ERR_CALLBACK_FAILURE;
+    return h3::stop_writing(self(user_data)->conn_, stream_id, app_error_code);
   }
 
   static int h3_shutdown(nghttp3_conn*, int64_t id, void* user_data) {

@@ -1,8 +1,10 @@
 // QuicServer: connection-ID dispatch, QUIC v1 accept, and one Connection per client, each an
 // ngtcp2 server connection + GnuTLS session + nghttp3 server connection. The shape follows the
-// project's h3 client (bench/load/h3_connection.cc): library callbacks only touch the library
-// state of their own connection; datagrams are queued on the server, and a connection that ends
-// is reaped by the server after the library call that ended it has returned.
+// project's h3 client (bench/load/h3_connection.cc), and the glue that is the same on both sides
+// (packet writing, flow-control credit, crypto callbacks) is shared in h3/common.h: library
+// callbacks only touch the library state of their own connection; datagrams are queued on the
+// server, and a connection that ends is reaped by the server after the library call that ended it
+// has returned.
 #include "h3/quic_server.h"
 
 #include <arpa/inet.h>
@@ -15,9 +17,9 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cstring>
 
+#include "h3/common.h"
 #include "tls/certified_key.h"
 #include "util/log.h"
 
@@ -62,12 +64,6 @@ Error make_error(std::string message) {
   return Error{SourceLoc{"h3", 0, 0}, std::move(message)};
 }
 
-nghttp3_nv make_nv(std::string_view name, std::string_view value) {
-  return nghttp3_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                    value.size(), NGHTTP3_NV_FLAG_NO_COPY_NAME | NGHTTP3_NV_FLAG_NO_COPY_VALUE};
-}
-
 // RFC 9001 §8.1: a server must refuse a client that offers no protocol it speaks. GnuTLS's
 // ALPN_MANDATORY flag alone leaves a client that sends no ALPN extension through, so the choice
 // is checked after the ClientHello; the error becomes alert 120 through the crypto helper.
@@ -81,12 +77,6 @@ int check_alpn(gnutls_session_t session, unsigned, unsigned, unsigned, const gnu
 }
 
 }  // namespace
-
-uint64_t now_ns() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
 
 // --- Address --------------------------------------------------------------------------------
 
@@ -176,16 +166,8 @@ class Connection {
     }
 
     ngtcp2_callbacks cb{};
+    set_crypto_callbacks(cb);
     cb.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
-    cb.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
-    cb.encrypt = ngtcp2_crypto_encrypt_cb;
-    cb.decrypt = ngtcp2_crypto_decrypt_cb;
-    cb.hp_mask = ngtcp2_crypto_hp_mask_cb;
-    cb.update_key = ngtcp2_crypto_update_key_cb;
-    cb.delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
-    cb.delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
-    cb.get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
-    cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb;
     cb.handshake_completed = &Connection::on_handshake_completed;
     cb.recv_stream_data = &Connection::on_recv_stream_data;
     cb.acked_stream_data_offset = &Connection::on_acked_stream_data_offset;
@@ -194,7 +176,7 @@ class Connection {
     cb.stream_stop_sending = &Connection::on_stream_stop_sending;
     cb.extend_max_remote_streams_bidi = &Connection::on_extend_max_remote_streams_bidi;
     cb.extend_max_stream_data = &Connection::on_extend_max_stream_data;
-    cb.rand = &Connection::on_rand;
+    cb.rand = rand_nonce;
     cb.get_new_connection_id = &Connection::on_get_new_connection_id;
     cb.remove_connection_id = &Connection::on_remove_connection_id;
     cb.recv_tx_key = &Connection::on_recv_tx_key;
@@ -313,8 +295,7 @@ class Connection {
         static_cast<gnutls_certificate_credentials_t>(server_.credentials_->native()));
     if (rv != 0) return make_error(std::string("gnutls credentials: ") + gnutls_strerror(rv));
     gnutls_session_set_ptr(tls_, &conn_ref_);  // the crypto helper finds the ngtcp2_conn here
-    gnutls_datum_t alpn{reinterpret_cast<unsigned char*>(const_cast<char*>("h3")), 2};
-    rv = gnutls_alpn_set_protocols(tls_, &alpn, 1, GNUTLS_ALPN_MANDATORY);
+    rv = set_h3_alpn(tls_);
     if (rv != 0) return make_error(std::string("gnutls alpn: ") + gnutls_strerror(rv));
     gnutls_handshake_set_hook_function(tls_, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_POST,
                                        &check_alpn);
@@ -330,20 +311,12 @@ class Connection {
     cb.end_stream = &Connection::h3_end_stream;
     cb.stop_sending = &Connection::h3_stop_sending;
     cb.reset_stream = &Connection::h3_reset_stream;
-    nghttp3_settings settings;
-    nghttp3_settings_default(&settings);
-    settings.qpack_max_dtable_capacity = 4096;
-    settings.qpack_blocked_streams = 100;
+    nghttp3_settings settings = h3_settings();
     if (nghttp3_conn_server_new(&h3_, &cb, &settings, nghttp3_mem_default(), this) != 0) {
       return false;
     }
     nghttp3_conn_set_max_client_streams_bidi(h3_, server_.options_.max_bidi_streams);
-    int64_t ctrl, enc, dec;
-    return ngtcp2_conn_open_uni_stream(conn_, &ctrl, nullptr) == 0 &&
-           nghttp3_conn_bind_control_stream(h3_, ctrl) == 0 &&
-           ngtcp2_conn_open_uni_stream(conn_, &enc, nullptr) == 0 &&
-           ngtcp2_conn_open_uni_stream(conn_, &dec, nullptr) == 0 &&
-           nghttp3_conn_bind_qpack_streams(h3_, enc, dec) == 0;
+    return open_h3_local_streams(conn_, h3_);
   }
 
   void read_failed(int rv, uint64_t now) {
@@ -427,64 +400,28 @@ class Connection {
 
   void write(uint64_t now) {
     if (dead_) return;
-    std::array<nghttp3_vec, 16> vec;
     std::vector<uint8_t> buf;
-    size_t packets = 0;
-    while (packets < kMaxPacketsPerWrite) {
-      int64_t stream_id = -1;
-      int fin = 0;
-      nghttp3_ssize nvec = 0;
-      if (h3_ != nullptr && ngtcp2_conn_get_max_data_left(conn_) > 0) {
-        nvec = nghttp3_conn_writev_stream(h3_, &stream_id, &fin, vec.data(), vec.size());
-        if (nvec < 0) {
-          set_app_error(nghttp3_err_infer_quic_app_error_code(static_cast<int>(nvec)));
-          return close(CloseKind::app_error,
-                       std::string("HTTP/3: ") + nghttp3_strerror(static_cast<int>(nvec)), now);
-        }
-      }
-      uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE | (fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
+    for (size_t packets = 0; packets < kMaxPacketsPerWrite; ++packets) {
       buf.resize(kMaxUdpPayload);
       ngtcp2_path_storage ps;
       ngtcp2_path_storage_zero(&ps);
       ngtcp2_pkt_info pi{};
-      ngtcp2_ssize accepted = -1;
-      ngtcp2_ssize n = ngtcp2_conn_writev_stream(
-          conn_, &ps.path, &pi, buf.data(), buf.size(), &accepted, flags, stream_id,
-          reinterpret_cast<const ngtcp2_vec*>(vec.data()), static_cast<size_t>(nvec), now);
-      if (n < 0) {
-        if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED) {
-          nghttp3_conn_block_stream(h3_, stream_id);
-          continue;
-        }
-        if (n == NGTCP2_ERR_STREAM_SHUT_WR) {
-          nghttp3_conn_shutdown_stream_write(h3_, stream_id);
-          continue;
-        }
-        if (n == NGTCP2_ERR_WRITE_MORE) {
-          if (!add_write_offset(stream_id, accepted, now)) return;
-          continue;
-        }
-        liberr_ = static_cast<int>(n);
+      PacketWrite w = write_packet(conn_, h3_, &ps.path, &pi, buf.data(), buf.size(), now);
+      if (w.h3_error != 0) {
+        set_app_error(nghttp3_err_infer_quic_app_error_code(w.h3_error));
+        return close(CloseKind::app_error, std::string("HTTP/3: ") + nghttp3_strerror(w.h3_error),
+                     now);
+      }
+      if (w.quic_error != 0) {
+        liberr_ = w.quic_error;
         return close(CloseKind::liberr, std::string("QUIC: ") + ngtcp2_strerror(liberr_), now);
       }
-      if (accepted >= 0 && !add_write_offset(stream_id, accepted, now)) return;
-      if (n == 0) break;  // nothing more to send now (or blocked by anti-amplification/pacing)
-      buf.resize(static_cast<size_t>(n));
+      if (w.size == 0) break;  // nothing more to send now (or blocked by anti-amplification/pacing)
+      buf.resize(w.size);
       emit(ps.path, std::move(buf));
       buf = {};
-      ++packets;
     }
     ngtcp2_conn_update_pkt_tx_time(conn_, now);
-  }
-
-  bool add_write_offset(int64_t stream_id, ngtcp2_ssize n, uint64_t now) {
-    if (h3_ == nullptr || stream_id < 0) return true;
-    if (int rv = nghttp3_conn_add_write_offset(h3_, stream_id, static_cast<size_t>(n)); rv != 0) {
-      set_app_error(nghttp3_err_infer_quic_app_error_code(rv));
-      close(CloseKind::app_error, std::string("HTTP/3: ") + nghttp3_strerror(rv), now);
-      return false;
-    }
-    return true;
   }
 
   void set_app_error(uint64_t code) {
@@ -545,8 +482,7 @@ class Connection {
       return NGTCP2_ERR_CALLBACK_FAILURE;
     }
     // Framing bytes are consumed here; body bytes are credited in h3_recv_data.
-    ngtcp2_conn_extend_max_stream_offset(conn, stream_id, static_cast<uint64_t>(n));
-    ngtcp2_conn_extend_max_offset(conn, static_cast<uint64_t>(n));
+    extend_credit(conn, stream_id, static_cast<uint64_t>(n));
     return 0;
   }
 
@@ -580,20 +516,12 @@ class Connection {
 
   static int on_stream_reset(ngtcp2_conn*, int64_t stream_id, uint64_t, uint64_t, void* user_data,
                              void*) {
-    Connection* c = self(user_data);
-    if (c->h3_ != nullptr && nghttp3_conn_shutdown_stream_read(c->h3_, stream_id) != 0) {
-      return NGTCP2_ERR_CALLBACK_FAILURE;
-    }
-    return 0;
+    return shutdown_h3_read(self(user_data)->h3_, stream_id);
   }
 
   static int on_stream_stop_sending(ngtcp2_conn*, int64_t stream_id, uint64_t, void* user_data,
                                     void*) {
-    Connection* c = self(user_data);
-    if (c->h3_ != nullptr && nghttp3_conn_shutdown_stream_read(c->h3_, stream_id) != 0) {
-      return NGTCP2_ERR_CALLBACK_FAILURE;
-    }
-    return 0;
+    return shutdown_h3_read(self(user_data)->h3_, stream_id);
   }
 
   static int on_extend_max_remote_streams_bidi(ngtcp2_conn*, uint64_t max_streams,
@@ -605,15 +533,7 @@ class Connection {
 
   static int on_extend_max_stream_data(ngtcp2_conn*, int64_t stream_id, uint64_t, void* user_data,
                                        void*) {
-    Connection* c = self(user_data);
-    if (c->h3_ != nullptr && nghttp3_conn_unblock_stream(c->h3_, stream_id) != 0) {
-      return NGTCP2_ERR_CALLBACK_FAILURE;
-    }
-    return 0;
-  }
-
-  static void on_rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx*) {
-    gnutls_rnd(GNUTLS_RND_NONCE, dest, len);
+    return unblock_h3_stream(self(user_data)->h3_, stream_id);
   }
 
   static int on_get_new_connection_id(ngtcp2_conn*, ngtcp2_cid* cid, uint8_t* token, size_t cidlen,
@@ -655,17 +575,13 @@ class Connection {
   static int h3_recv_data(nghttp3_conn*, int64_t stream_id, const uint8_t*, size_t len,
                           void* user_data, void*) {
     // Request bodies are discarded for now; their flow-control credit goes back at once.
-    Connection* c = self(user_data);
-    ngtcp2_conn_extend_max_stream_offset(c->conn_, stream_id, len);
-    ngtcp2_conn_extend_max_offset(c->conn_, len);
+    extend_credit(self(user_data)->conn_, stream_id, len);
     return 0;
   }
 
   static int h3_deferred_consume(nghttp3_conn*, int64_t stream_id, size_t consumed, void* user_data,
                                  void*) {
-    Connection* c = self(user_data);
-    ngtcp2_conn_extend_max_stream_offset(c->conn_, stream_id, consumed);
-    ngtcp2_conn_extend_max_offset(c->conn_, consumed);
+    extend_credit(self(user_data)->conn_, stream_id, consumed);
     return 0;
   }
 
@@ -675,18 +591,12 @@ class Connection {
 
   static int h3_stop_sending(nghttp3_conn*, int64_t stream_id, uint64_t app_error_code,
                              void* user_data, void*) {
-    Connection* c = self(user_data);
-    return ngtcp2_conn_shutdown_stream_read(c->conn_, stream_id, app_error_code) == 0
-               ? 0
-               : NGHTTP3_ERR_CALLBACK_FAILURE;
+    return stop_reading(self(user_data)->conn_, stream_id, app_error_code);
   }
 
   static int h3_reset_stream(nghttp3_conn*, int64_t stream_id, uint64_t app_error_code,
                              void* user_data, void*) {
-    Connection* c = self(user_data);
-    return ngtcp2_conn_shutdown_stream_write(c->conn_, stream_id, app_error_code) == 0
-               ? 0
-               : NGHTTP3_ERR_CALLBACK_FAILURE;
+    return stop_writing(self(user_data)->conn_, stream_id, app_error_code);
   }
 
   QuicServer& server_;

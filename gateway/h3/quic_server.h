@@ -46,6 +46,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "h3/common.h"  // now_ns(): the clock receive() and handle_expiry() expect
 #include "util/error.h"
 
 namespace hsp::tls {
@@ -112,9 +113,6 @@ struct ServerStats {
   uint64_t version_negotiations = 0;
   uint64_t datagrams_dropped = 0;  // unknown connection, unparsable, or over max_connections
 };
-
-// Steady-clock nanoseconds, the clock receive() and handle_expiry() expect.
-uint64_t now_ns();
 
 class Connection;
 

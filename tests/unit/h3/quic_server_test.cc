@@ -223,20 +223,10 @@ class MemoryClient {
     local_ = local;
     remote_ = remote;
     ngtcp2_callbacks cb{};
+    set_crypto_callbacks(cb);
     cb.client_initial = ngtcp2_crypto_client_initial_cb;
-    cb.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
-    cb.encrypt = ngtcp2_crypto_encrypt_cb;
-    cb.decrypt = ngtcp2_crypto_decrypt_cb;
-    cb.hp_mask = ngtcp2_crypto_hp_mask_cb;
     cb.recv_retry = ngtcp2_crypto_recv_retry_cb;
-    cb.update_key = ngtcp2_crypto_update_key_cb;
-    cb.delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
-    cb.delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
-    cb.get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
-    cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb;
-    cb.rand = [](uint8_t* dest, size_t len, const ngtcp2_rand_ctx*) {
-      gnutls_rnd(GNUTLS_RND_NONCE, dest, len);
-    };
+    cb.rand = rand_nonce;
     cb.get_new_connection_id = [](ngtcp2_conn*, ngtcp2_cid* cid, uint8_t* token, size_t cidlen,
                                   void*) {
       gnutls_rnd(GNUTLS_RND_NONCE, cid->data, cidlen);
@@ -253,8 +243,7 @@ class MemoryClient {
       auto& st = static_cast<MemoryClient*>(user_data)->streams_[stream_id];
       st.data.append(reinterpret_cast<const char*>(data), len);
       if (flags & NGTCP2_STREAM_DATA_FLAG_FIN) st.fin = true;
-      ngtcp2_conn_extend_max_stream_offset(conn, stream_id, len);
-      ngtcp2_conn_extend_max_offset(conn, len);
+      extend_credit(conn, stream_id, len);
       return 0;
     };
     cb.stream_reset = [](ngtcp2_conn*, int64_t stream_id, uint64_t, uint64_t app_error_code,
@@ -365,6 +354,7 @@ class MemoryClient {
     return ngtcp2_conn_get_remote_transport_params(conn_);
   }
   bool handshake_completed() const { return handshake_completed_; }
+  ngtcp2_conn* native() { return conn_; }
   uint64_t expiry() const { return ngtcp2_conn_get_expiry(conn_); }
   void handle_expiry() {
     uint64_t now = now_ns();
@@ -617,6 +607,47 @@ TEST(ServerCredentialsTest, GarbagePemIsAnError) {
   auto creds = ServerCredentials::from_pem("not a certificate", "not a key");
   ASSERT_FALSE(creds);
   EXPECT_NE(creds.errors().front().message.find("gnutls"), std::string::npos);
+}
+
+// --- write_packet (h3/common.h), on the test client's connection ---------------------------
+
+// Before any answer from a server: the first Initial (padded to the 1200 bytes of RFC 9000
+// §14.1), then nothing until the server speaks.
+TEST(WritePacketTest, PacksTheInitialThenWaitsForTheServer) {
+  MemoryClient client({"h3"});
+  ASSERT_TRUE(client.start(loopback(40000), loopback(443)));
+  std::array<uint8_t, 1452> buf;
+  uint64_t now = now_ns();
+  PacketWrite first =
+      write_packet(client.native(), nullptr, nullptr, nullptr, buf.data(), buf.size(), now);
+  ASSERT_FALSE(first.failed()) << first.quic_error << " " << first.h3_error;
+  EXPECT_GE(first.size, 1200u);
+  EXPECT_NE(buf[0] & 0x80, 0);  // a long header: the Initial
+  PacketWrite second =
+      write_packet(client.native(), nullptr, nullptr, nullptr, buf.data(), buf.size(), now);
+  EXPECT_FALSE(second.failed());
+  EXPECT_EQ(second.size, 0u);
+}
+
+TEST(WritePacketTest, ReportsQuicErrors) {
+  MemoryClient client({"h3"});
+  ASSERT_TRUE(client.start(loopback(40000), loopback(443)));
+  std::array<uint8_t, 1452> buf;
+  uint64_t now = now_ns();
+  ASSERT_GT(
+      write_packet(client.native(), nullptr, nullptr, nullptr, buf.data(), buf.size(), now).size,
+      0u);
+  ngtcp2_connection_close_error ccerr;
+  ngtcp2_connection_close_error_default(&ccerr);
+  ASSERT_GT(ngtcp2_conn_write_connection_close(client.native(), nullptr, nullptr, buf.data(),
+                                               buf.size(), &ccerr, now),
+            0);
+  // In the closing period nothing but the close may be sent: the caller must learn it.
+  PacketWrite w =
+      write_packet(client.native(), nullptr, nullptr, nullptr, buf.data(), buf.size(), now);
+  EXPECT_EQ(w.quic_error, NGTCP2_ERR_CLOSING);
+  EXPECT_EQ(w.h3_error, 0);
+  EXPECT_EQ(w.size, 0u);
 }
 
 }  // namespace
