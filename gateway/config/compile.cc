@@ -117,7 +117,7 @@ void Compiler::global_options(const caddyfile::ServerBlock& gb) {
     } else if (n == "acme_ca") {
       if (one_arg(d, g.acme_ca)) acme_url(d.args[0]);
     } else if (n == "acme_ca_root") {
-      one_arg(d, g.acme_ca_root);
+      if (one_arg(d, g.acme_ca_root)) g.acme_ca_root_loc = d.args[0].loc;
     } else if (n == "order") {
       order_option(d);
     } else if (n == "log") {

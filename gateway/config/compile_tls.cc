@@ -135,6 +135,7 @@ bool Compiler::tls_directive(const Directive& d, SiteTls& out) {
       }
       if (n == "ca" && !acme_url(sub.args[0])) ok = false;
       (n == "ca" ? out.acme_ca : out.acme_ca_root) = v;
+      if (n == "ca_root") out.acme_ca_root_loc = sub.args[0].loc;
       out.issuer = SiteTls::Issuer::acme;
     } else if (n == "issuer") {
       if (sub.args.empty()) {
@@ -207,6 +208,7 @@ bool Compiler::acme_issuer(const Directive& d, SiteTls& out) {
         out.email = v;
       } else {
         out.acme_ca_root = v;
+        out.acme_ca_root_loc = sub.args[0].loc;
       }
     } else if (n == "disable_http_challenge" || n == "disable_tlsalpn_challenge") {
       if (!no_args(sub)) {
@@ -300,7 +302,9 @@ void Compiler::derive_tls() {
       base.acme_ca = !site.tls.acme_ca.empty() ? site.tls.acme_ca
                      : !g.acme_ca.empty()      ? g.acme_ca
                                                : kLetsEncryptDirectory;
-      base.acme_ca_root = !site.tls.acme_ca_root.empty() ? site.tls.acme_ca_root : g.acme_ca_root;
+      const bool own_roots = !site.tls.acme_ca_root.empty();
+      base.acme_ca_root = own_roots ? site.tls.acme_ca_root : g.acme_ca_root;
+      base.acme_ca_root_loc = own_roots ? site.tls.acme_ca_root_loc : g.acme_ca_root_loc;
       if (base.email.empty()) base.email = g.email;
       if (!site.tls.disable_http_challenge) base.challenges.push_back("http-01");
       if (!site.tls.disable_tlsalpn_challenge) base.challenges.push_back("tls-alpn-01");

@@ -273,6 +273,7 @@ struct SiteTls {
   // disable_http_challenge; disable_tlsalpn_challenge }`); empty: the global options'.
   std::string acme_ca;
   std::string acme_ca_root;
+  SourceLoc acme_ca_root_loc;
   bool disable_http_challenge = false;
   bool disable_tlsalpn_challenge = false;
   SourceLoc loc;  // the `tls` directive
@@ -318,6 +319,7 @@ struct TlsPolicy {
   // the gateway may answer, by preference.
   std::string acme_ca;
   std::string acme_ca_root;
+  SourceLoc acme_ca_root_loc;  // where it was written (errors about the file point there)
   std::vector<std::string> challenges;
   // No issuer was written: Caddy manages the certificate automatically (local CA or ACME by
   // name). With `auto_https off` nothing is managed: no certificate, handshakes for these
@@ -372,6 +374,7 @@ struct GlobalOptions {
   std::string email;         // the ACME account's contact, unless a site's `tls EMAIL` says
   std::string acme_ca;       // ACME directory URL; empty: Let's Encrypt's production
   std::string acme_ca_root;  // PEM of roots trusted for the CA's HTTPS, with the system's
+  SourceLoc acme_ca_root_loc;
   std::string log_level = "INFO";
   // Server-wide limits on a request's head (431 / 414 when exceeded). Caddy 2.6 used Go's 1 MiB;
   // current Caddy uses 16 KiB and Envoy 60 KiB. 32 KiB fits real browsers' cookies with room.

@@ -97,8 +97,10 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
   std::map<std::pair<std::string, std::string>, std::shared_ptr<const tls::CertifiedKey>> files;
   std::optional<tls::SystemTime> renew_at;
   std::set<std::string> checked_roots;
-  // Every ACME name of this configuration first, so that the manager learns about names that
-  // are gone before it is asked for the current ones.
+  // Every ACME name of this configuration. The manager hears of them only once the whole
+  // configuration has built: a rejected reload must neither start orders for its names nor
+  // make the manager forget the names the serving snapshot still has.
+  std::vector<AcmeName> acme;
   if (certs && certs->managed()) {
     // HTTP-01 needs the CA to reach a listener on http_port. Caddy's solver would open one for
     // the challenge; with no site or redirect there (`auto_https disable_redirects` and no
@@ -106,7 +108,6 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
     const bool http_listener = std::any_of(
         cfg.servers.begin(), cfg.servers.end(),
         [&](const config::Server& s) { return !s.tls && s.port == cfg.global.http_port; });
-    std::vector<AcmeName> acme;
     for (const auto& srv : cfg.servers) {
       for (const auto& p : srv.tls_policies) {
         if (p.source != config::TlsPolicy::Source::acme) continue;
@@ -120,8 +121,11 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
         }
       }
     }
-    certs->managed()->want(acme);
   }
+  // Where each ACME name's certificate goes once the manager has been told: (server, entry).
+  std::vector<std::pair<size_t, tls::CertSelector::Entry>> acme_entries;
+  std::vector<std::vector<tls::CertSelector::Entry>> entries_by_server(cfg.servers.size());
+  std::vector<std::shared_ptr<const tls::CertifiedKey>> default_by_server(cfg.servers.size());
   for (size_t si = 0; si < cfg.servers.size(); ++si) {
     const config::Server& srv = cfg.servers[si];
     if (!srv.tls) continue;
@@ -166,11 +170,10 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
         auto pem = tls::read_file(p.acme_ca_root);
         if (!pem) {
           for (const auto& e : pem.errors())
-            errors.push_back(Error{{}, "ACME CA roots (acme_ca_root / ca_root): " + e.str()});
+            errors.push_back(Error{p.acme_ca_root_loc, "ACME CA roots: " + e.str()});
         } else if (pem->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
-          errors.push_back(Error{{},
-                                 "ACME CA roots (acme_ca_root / ca_root): " + p.acme_ca_root +
-                                     ": no PEM certificate in the file"});
+          errors.push_back(Error{p.acme_ca_root_loc, "ACME CA roots: " + p.acme_ca_root +
+                                                         ": no PEM certificate in the file"});
         }
       }
       if (!certs) continue;  // validate / adapt: no local CA is created
@@ -178,23 +181,8 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
       // get none (their handshakes fail unless another policy covers them).
       if (p.automatic && cfg.global.auto_https == config::AutoHttps::off) continue;
       if (p.source == config::TlsPolicy::Source::acme) {
-        ManagedCerts* managed = certs->managed();
-        for (const auto& name : p.names) {
-          auto cert = managed ? managed->current(name) : nullptr;
-          if (!cert) continue;  // not obtained yet: handshakes for the name fail until then
-          if (cert->expired(certs->now())) {
-            // Never served quietly: the manager keeps trying and logs each failure; this
-            // line says what clients see meanwhile.
-            log::error("tls_certificate_expired")
-                .kv("name", name)
-                .kv("not_after_unix",
-                    static_cast<int64_t>(std::chrono::system_clock::to_time_t(cert->not_after())))
-                .kv("detail",
-                    "the ACME certificate could not be renewed in time; clients "
-                    "will refuse it until a renewal succeeds");
-          }
-          entries.push_back({cert, {name}, pmin, pmax});
-        }
+        for (const auto& name : p.names)
+          acme_entries.push_back({si, {nullptr, {name}, pmin, pmax}});
         continue;
       }
       auto ca = certs->local_ca();
@@ -224,9 +212,35 @@ Result<std::vector<ServerTls>> build_server_tls(const config::Config& cfg, CertA
     }
     st.min_version = lo == 0 ? TLS1_2_VERSION : lo;
     st.max_version = hi == 0 ? TLS1_3_VERSION : hi;
-    st.selector = tls::CertSelector::build(std::move(entries), default_cert);
+    entries_by_server[si] = std::move(entries);
+    default_by_server[si] = default_cert;
   }
   if (!errors.empty()) return errors;
+  if (ManagedCerts* managed = certs ? certs->managed() : nullptr) {
+    managed->want(acme);
+    for (auto& [si, entry] : acme_entries) {
+      const std::string& name = entry.names.front();
+      entry.cert = managed->current(name);
+      if (!entry.cert) continue;  // not obtained yet: handshakes for the name fail until then
+      if (entry.cert->expired(certs->now())) {
+        // Never served quietly: the manager keeps trying and logs each failure; this line
+        // says what clients see meanwhile.
+        log::error("tls_certificate_expired")
+            .kv("name", name)
+            .kv("not_after_unix",
+                static_cast<int64_t>(std::chrono::system_clock::to_time_t(entry.cert->not_after())))
+            .kv("detail",
+                "the ACME certificate could not be renewed in time; clients will refuse it "
+                "until a renewal succeeds");
+      }
+      entries_by_server[si].push_back(std::move(entry));
+    }
+  }
+  for (size_t si = 0; si < cfg.servers.size(); ++si) {
+    if (!cfg.servers[si].tls) continue;
+    out[si].selector =
+        tls::CertSelector::build(std::move(entries_by_server[si]), default_by_server[si]);
+  }
   if (certs) certs->set_renew_at(renew_at);
   return out;
 }

@@ -293,6 +293,25 @@ TEST(TlsCerts, AcmeNamesGoToTheManagedSource) {
   EXPECT_NE(st.selector->select("app.localhost"), nullptr);
 }
 
+// A configuration that does not build (here a missing certificate file) tells the manager
+// nothing: no orders for its names, and the serving snapshot's names stay managed.
+TEST(TlsCerts, RejectedConfigurationLeavesTheManagerAlone) {
+  Fixture f("acme-rejected");
+  RecordingManaged managed;
+  f.certs->set_managed(&managed);
+  config::Config good = load("old.example.com {\n\trespond o\n}\n");
+  ASSERT_TRUE(build_server_tls(good, f.certs.get()).ok());
+  ASSERT_EQ(managed.calls, 1);
+  config::Config bad = load(
+      "new.example.com {\n\trespond n\n}\n"
+      "files.example.com {\n\ttls " +
+      f.dir + "/missing.pem " + f.dir + "/missing.key\n}\n");
+  ASSERT_FALSE(build_server_tls(bad, f.certs.get()).ok());
+  EXPECT_EQ(managed.calls, 1);
+  ASSERT_EQ(managed.wanted.size(), 1u);
+  EXPECT_EQ(managed.wanted[0].name, "old.example.com");
+}
+
 // No listener on http_port (redirects off, no http:// site): the CA could not reach HTTP-01,
 // so only TLS-ALPN-01 is asked for; a site that allows HTTP-01 only keeps it (and fails loudly).
 TEST(TlsCerts, NoHttpListenerLeavesHttp01Out) {
@@ -338,6 +357,9 @@ TEST(TlsCerts, AcmeCaRootsMustLoad) {
       << tls.errors()[0].str();
   EXPECT_NE(tls.errors()[1].str().find("not-pem.txt: no PEM certificate"), std::string::npos)
       << tls.errors()[1].str();
+  // Each points where the file was named: the global option, then the site's `ca_root`.
+  EXPECT_EQ(tls.errors()[0].loc.line, 2);
+  EXPECT_EQ(tls.errors()[1].loc.line, 9);
 }
 
 }  // namespace
