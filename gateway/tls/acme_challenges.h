@@ -42,8 +42,9 @@ class AcmeChallenges {
   // challenge with that token is under way. Knowingly looser than certmagic: the request's
   // Host is not compared with the name being validated (the registry does not keep it), so
   // any Host gets the answer while the token lives; the answer is public by design (token and
-  // account-key thumbprint), so what it costs is only that defence in depth. `token` comes from a request path: anything that
-  // is not base64url (RFC 8555 §8.3) is refused without touching the file system.
+  // account-key thumbprint), so what it costs is only that defence in depth. `token` comes from a
+  // request path: anything that is not base64url (RFC 8555 §8.3) is refused without touching the
+  // file system.
   std::optional<std::string> http01(std::string_view token) const;
 
   // TLS-ALPN-01: `key_authorization` as above, for identifier `name` (a DNS name).
