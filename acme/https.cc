@@ -17,6 +17,8 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include "util/blocking_op.h"
+
 namespace hsp::acme {
 namespace {
 
@@ -43,9 +45,9 @@ std::string tls_error(const beast::error_code& ec, SSL* ssl) {
   return out;
 }
 
-// One request on one connection, on a private io_context that only the calling thread runs.
-// Every step starts one asynchronous operation and runs the context until it completes or the
-// request's deadline passes; then the socket is closed, which ends the operation.
+// One request on one connection, on a private io_context that only the calling thread runs
+// (util/blocking_op.h): every step is one asynchronous operation bounded by the request's
+// deadline and the cancellation flag.
 class Exchange {
  public:
   Exchange(asio::ssl::context& ctx, Clock::time_point deadline, const std::atomic<bool>* cancelled)
@@ -53,26 +55,14 @@ class Exchange {
 
   template <typename Start>
   bool run(Start&& start, beast::error_code& ec) {
-    bool done = false;
-    start([&](beast::error_code e, auto&&...) {
-      ec = e;
-      done = true;
-    });
-    while (!done) {
-      const auto now = Clock::now();
-      if (now >= deadline_ || (cancelled_ && cancelled_->load())) {
-        beast::error_code ignored;
-        resolver_.cancel();
-        stream_.next_layer().close(ignored);
-        ioc_.run();  // the aborted handler refers to locals: let it run before returning
-        ioc_.restart();
-        return false;
-      }
-      // Slices of at most 100 ms, so that a cancellation is seen promptly.
-      ioc_.run_one_for(std::min<Clock::duration>(deadline_ - now, std::chrono::milliseconds(100)));
-    }
-    ioc_.restart();
-    return true;
+    auto abort = [this] {
+      beast::error_code ignored;
+      resolver_.cancel();
+      stream_.next_layer().close(ignored);
+    };
+    // Cancellation looked at every 100 ms, so that a stopping gateway is not held up.
+    return run_blocking(ioc_, start, abort, deadline_, cancelled_, std::chrono::milliseconds(100),
+                        ec) == BlockingOutcome::done;
   }
 
   tcp::resolver& resolver() { return resolver_; }

@@ -20,6 +20,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "util/blocking_op.h"
+
 namespace hsp::docker {
 namespace {
 
@@ -62,7 +64,7 @@ std::string status_error(unsigned status, const std::string& body) {
   return out;
 }
 
-enum class Outcome { done, timed_out, stopped };
+using Outcome = BlockingOutcome;
 
 // One GET on one connection to the daemon, on a private io_context that only the calling
 // thread runs. Each step starts one asynchronous operation and runs the context until it
@@ -107,34 +109,16 @@ class Exchange {
     return std::nullopt;
   }
 
-  // Starts one operation through `start(handler)` and runs it to completion, the deadline or
-  // `stop` (may be null). On the last two the socket is closed, so the operation ends with
-  // operation_aborted; its handler still runs before this returns since it refers to locals.
+  // One step, to completion, the deadline or `stop` (may be null; util/blocking_op.h); on the
+  // last two the socket is closed, which ends the operation.
   template <typename Start>
   Outcome run(Start&& start, Clock::time_point deadline, const std::atomic<bool>* stop,
               beast::error_code& ec) {
-    bool done = false;
-    start([&](beast::error_code e, auto&&...) {
-      ec = e;
-      done = true;
-    });
-    while (!done) {
-      const bool stopping = stop && stop->load();
-      const auto now = Clock::now();
-      if (stopping || now >= deadline) {
-        beast::error_code ignored;
-        socket_.close(ignored);
-        ioc_.run();  // the aborted handler
-        ioc_.restart();
-        return stopping ? Outcome::stopped : Outcome::timed_out;
-      }
-      Clock::duration slice = deadline - now;
-      if (stop) slice = std::min<Clock::duration>(slice, kStopPoll);
-      ioc_.run_one_for(slice);
-    }
-    // The context ran out of work with the handler; the next step needs it running again.
-    ioc_.restart();
-    return Outcome::done;
+    auto abort = [this] {
+      beast::error_code ignored;
+      socket_.close(ignored);
+    };
+    return run_blocking(ioc_, start, abort, deadline, stop, kStopPoll, ec);
   }
 
   Local::socket& socket() { return socket_; }
