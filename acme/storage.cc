@@ -17,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "tls/certified_key.h"
 #include "util/log.h"
 
 namespace hsp::acme {
@@ -173,24 +174,14 @@ Result<std::string> read_fd(int fd, const std::string& path) {
   }
 }
 
-// The file's content, or nullopt when it does not exist. Only a regular file of at most 1 MiB
-// is read, and the open never waits: a FIFO or a device planted in the data directory must not
-// hang the thread that loads certificates (the control thread, at start and on reloads).
+// The file's content, or nullopt when it does not exist; only a regular file of at most 1 MiB,
+// opened without waiting (tls::read_file_if_exists): a FIFO or a device planted in the data
+// directory must not hang the thread that loads certificates (the control thread, at start and
+// on reloads).
 Result<std::optional<std::string>> read_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    if (errno == ENOENT) return std::optional<std::string>{};
-    return error_at(path, "acme storage: " + sys_error("open", errno));
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20)) {
-    ::close(fd);
-    return error_at(path, "acme storage: not a regular file of at most 1 MiB");
-  }
-  auto text = read_fd(fd, path);
-  ::close(fd);
-  if (!text) return text.errors();
-  return std::optional<std::string>(std::move(*text));
+  auto text = tls::read_file_if_exists(path, size_t{1} << 20);
+  if (!text) return error_at(path, "acme storage: " + text.errors().front().message);
+  return std::move(*text);
 }
 
 Result<bool> write_atomic(const std::string& path, const std::string& content, unsigned mode) {
@@ -790,8 +781,9 @@ Result<bool> Storage::try_lock(const std::string& key, const std::string& holder
     if (!created || *created) return created;
     if (round == 1) return false;
 
-    // Held open until the decision is made, so that its inode number stays unique.
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // Held open until the decision is made, so that its inode number stays unique. Without
+    // waiting: a FIFO at the lock's path is an error, not a hang.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0 && errno == ENOENT) continue;  // released in between
     if (fd < 0) return error_at(path, "acme storage: " + sys_error("open lock", errno));
     struct stat st {};
@@ -836,7 +828,7 @@ Result<bool> Storage::try_lock(const std::string& key, const std::string& holder
 void Storage::unlock(const std::string& key, const std::string& holder) const {
   if (!check_component("lock key", key)) return;
   std::string path = dir_ + "/locks/" + key + ".lock";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return;
   struct stat st {};
   auto text = read_fd(fd, path);

@@ -74,34 +74,17 @@ std::string storage_file_name(const std::string& name) {
 }
 
 // A small answer file, trailing whitespace (a newline an editor or `echo` added) removed;
-// nullopt when it is missing, not a regular file, or too large. O_NONBLOCK so that a FIFO put
-// there cannot stall a worker thread in open().
+// nullopt when it is missing, not a regular file, or too large (read_file refuses those without
+// blocking, so a FIFO put there cannot stall a worker thread).
 std::optional<std::string> read_answer(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (fd < 0) return std::nullopt;
-  struct stat st {};
-  std::optional<std::string> out;
-  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= kMaxAnswerFile) {
-    std::string data(static_cast<size_t>(kMaxAnswerFile) + 1, '\0');
-    size_t got = 0;
-    for (;;) {
-      ssize_t n = ::read(fd, data.data() + got, data.size() - got);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      got += static_cast<size_t>(n);
-      if (got == data.size()) break;
-    }
-    if (got <= static_cast<size_t>(kMaxAnswerFile)) {
-      data.resize(got);
-      while (!data.empty() && (data.back() == '\n' || data.back() == '\r' || data.back() == ' ' ||
-                               data.back() == '\t')) {
-        data.pop_back();
-      }
-      out = std::move(data);
-    }
+  auto text = read_file_if_exists(path, static_cast<size_t>(kMaxAnswerFile));
+  if (!text || !*text) return std::nullopt;
+  std::string data = std::move(**text);
+  while (!data.empty() && (data.back() == '\n' || data.back() == '\r' || data.back() == ' ' ||
+                           data.back() == '\t')) {
+    data.pop_back();
   }
-  ::close(fd);
-  return out;
+  return data;
 }
 
 struct Asn1OctetStringFree {

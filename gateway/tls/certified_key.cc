@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -89,9 +90,17 @@ std::string normalize_name(std::string_view name) {
   return out;
 }
 
-Result<std::string> read_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return error_at(path, std::string("cannot read: ") + std::strerror(errno));
+Result<std::optional<std::string>> read_file_if_exists(const std::string& path, size_t max_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::optional<std::string>{};
+    return error_at(path, std::string("cannot read: ") + std::strerror(errno));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return error_at(path, "cannot read: not a regular file");
+  }
   std::string out;
   char buf[8192];
   for (;;) {
@@ -104,14 +113,21 @@ Result<std::string> read_file(const std::string& path) {
     }
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
-    // PEM bundles are kilobytes; anything this large is not a certificate file.
-    if (out.size() > (4u << 20)) {
+    if (out.size() > max_bytes) {
       ::close(fd);
-      return error_at(path, "cannot read: larger than 4 MiB, not a PEM certificate or key");
+      return error_at(path, "cannot read: larger than " + std::to_string(max_bytes) +
+                                " bytes, not what belongs there");
     }
   }
   ::close(fd);
-  return out;
+  return std::optional<std::string>(std::move(out));
+}
+
+Result<std::string> read_file(const std::string& path, size_t max_bytes) {
+  auto text = read_file_if_exists(path, max_bytes);
+  if (!text) return text.errors();
+  if (!*text) return error_at(path, std::string("cannot read: ") + std::strerror(ENOENT));
+  return std::move(**text);
 }
 
 Result<CertifiedKey> CertifiedKey::make(X509Ptr leaf, std::vector<X509Ptr> chain, EvpPkeyPtr key,

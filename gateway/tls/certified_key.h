@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -91,8 +92,13 @@ class CertifiedKey {
 // what the operator gave it, as Caddy does) but a warning is logged; check expired().
 Result<CertifiedKey> load_pem_files(const std::string& cert_path, const std::string& key_path);
 
-// Reads a whole (small) file. Errors name the file and carry strerror.
-Result<std::string> read_file(const std::string& path);
+// Reads a whole small regular file: at most `max_bytes` (PEM bundles are kilobytes), and the
+// open never waits, so a FIFO or a device named by a configuration or planted in the data
+// directory is refused instead of hanging the thread. Errors name the file and carry strerror.
+Result<std::string> read_file(const std::string& path, size_t max_bytes = size_t{4} << 20);
+// The same, with a file that does not exist as nullopt rather than an error.
+Result<std::optional<std::string>> read_file_if_exists(const std::string& path,
+                                                       size_t max_bytes = size_t{4} << 20);
 
 // The newest OpenSSL error on this thread as text (and clears the queue); for error messages.
 std::string openssl_error();

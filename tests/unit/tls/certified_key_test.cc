@@ -1,6 +1,7 @@
 #include "tls/certified_key.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -57,6 +58,18 @@ TEST(LoadPemFiles, UnreadableFileIsNamed) {
   auto ck = load_pem_files(tmp.file("nope.pem"), tmp.file("nope.key"));
   ASSERT_FALSE(ck);
   EXPECT_EQ(first_error(ck), tmp.file("nope.pem") + ": cannot read: No such file or directory");
+}
+
+// A FIFO (or a device) named as a certificate: refused at once, where a blocking open would
+// hang the snapshot build for good.
+TEST(LoadPemFiles, SpecialFileIsRefusedWithoutBlocking) {
+  TempDir tmp;
+  ASSERT_EQ(::mkfifo(tmp.file("fifo.pem").c_str(), 0600), 0);
+  auto ck = load_pem_files(tmp.file("fifo.pem"), tmp.file("nope.key"));
+  ASSERT_FALSE(ck);
+  EXPECT_EQ(first_error(ck), tmp.file("fifo.pem") + ": cannot read: not a regular file");
+  auto big = read_file("/dev/zero", 16);
+  ASSERT_FALSE(big);
 }
 
 TEST(LoadPemFiles, FileWithoutCertificateIsNamed) {
