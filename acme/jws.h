@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "util/base64url.h"  // base64url, base64url_decode
 #include "util/error.h"
 
 namespace hsp::acme {
@@ -16,10 +17,6 @@ namespace hsp::acme {
 // `what`, then ": " and the oldest OpenSSL error queued on this thread when there is one (the
 // root cause; later entries are the callers' wrappers); clears the queue. For error messages.
 std::string openssl_error(std::string_view what);
-
-std::string base64url(std::string_view bytes);
-// Unpadded base64url back to bytes; nullopt-like failure as an Error naming the input.
-Result<std::string> base64url_decode(std::string_view text);
 
 // An ACME account key: ECDSA P-256, as Caddy makes them.
 class AccountKey {

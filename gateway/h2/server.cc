@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "h2/common.h"
+#include "util/base64url.h"
 #include "util/log.h"
 
 namespace hsp::h2 {
@@ -510,43 +511,10 @@ void ServerConnection::reset_stream(int32_t stream_id, uint32_t error_code) {
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, error_code);
 }
 
-namespace {
-
-// RFC 4648 §5 (base64url), padding optional, as HTTP2-Settings carries it.
-std::optional<std::string> base64url_decode(std::string_view in) {
-  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char ch : in) {
-    int v;
-    if (ch >= 'A' && ch <= 'Z') {
-      v = ch - 'A';
-    } else if (ch >= 'a' && ch <= 'z') {
-      v = ch - 'a' + 26;
-    } else if (ch >= '0' && ch <= '9') {
-      v = ch - '0' + 52;
-    } else if (ch == '-') {
-      v = 62;
-    } else if (ch == '_') {
-      v = 63;
-    } else {
-      return std::nullopt;
-    }
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
 Result<bool> ServerConnection::upgrade(std::string_view settings, http::Request request) {
   if (session_ == nullptr) return h2_error("no nghttp2 session (allocation failed)");
+  // RFC 7540 §3.2.1: base64url without padding; some clients pad all the same.
+  while (!settings.empty() && settings.back() == '=') settings.remove_suffix(1);
   auto payload = base64url_decode(settings);
   if (!payload) return h2_error("HTTP2-Settings is not base64url");
   int rv = nghttp2_session_upgrade2(session_, reinterpret_cast<const uint8_t*>(payload->data()),
