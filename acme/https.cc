@@ -4,7 +4,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include <strings.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -17,6 +16,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include "http/message.h"  // iequals
 #include "util/blocking_op.h"
 
 namespace hsp::acme {
@@ -27,10 +27,6 @@ namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
 
 // The reason OpenSSL gives for a failed handshake, verification errors included ("certificate
 // verify failed" alone does not tell an unknown root from a wrong host name).
@@ -83,7 +79,7 @@ Result<HttpsUrl> parse_https_url(std::string_view url) {
     return Error{{}, "URL \"" + std::string(url) + "\": " + why};
   };
   constexpr std::string_view kScheme = "https://";
-  if (url.size() < kScheme.size() || !iequals(url.substr(0, kScheme.size()), kScheme)) {
+  if (url.size() < kScheme.size() || !hsp::http::iequals(url.substr(0, kScheme.size()), kScheme)) {
     return bad("not an https:// URL");
   }
   std::string_view rest = url.substr(kScheme.size());
@@ -123,7 +119,7 @@ Result<HttpsUrl> parse_https_url(std::string_view url) {
 
 std::optional<std::string> HttpsResponse::header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
-    if (iequals(k, name)) return v;
+    if (hsp::http::iequals(k, name)) return v;
   }
   return std::nullopt;
 }
@@ -131,7 +127,7 @@ std::optional<std::string> HttpsResponse::header(std::string_view name) const {
 std::vector<std::string> HttpsResponse::headers_named(std::string_view name) const {
   std::vector<std::string> out;
   for (const auto& [k, v] : headers) {
-    if (iequals(k, name)) out.push_back(v);
+    if (hsp::http::iequals(k, name)) out.push_back(v);
   }
   return out;
 }
