@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "acme/https.h"
+#include "acme/storage.h"  // parse_rfc3339
 #include "util/log.h"
 
 namespace hsp::acme {
@@ -54,32 +55,6 @@ std::optional<std::chrono::seconds> parse_retry_after(const std::string& value) 
     return std::chrono::seconds(when > now ? when - now : 0);
   }
   return std::nullopt;
-}
-
-// RFC 3339 timestamps as RFC 9773 §4.2 uses them: "2025-01-02T04:00:00Z", with optional
-// fractional seconds and a numeric offset instead of Z.
-std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::string& text) {
-  std::tm tm{};
-  const char* p = ::strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
-  if (p == nullptr) return std::nullopt;
-  if (*p == '.') {
-    ++p;
-    while (*p >= '0' && *p <= '9') ++p;
-  }
-  long offset = 0;
-  if (*p == 'Z' || *p == 'z') {
-    ++p;
-  } else if (*p == '+' || *p == '-') {
-    const int sign = *p == '-' ? -1 : 1;
-    int hh = 0, mm = 0;
-    if (std::sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2) return std::nullopt;
-    offset = sign * (hh * 3600L + mm * 60L);
-    p += 6;
-  } else {
-    return std::nullopt;
-  }
-  if (*p != '\0') return std::nullopt;
-  return std::chrono::system_clock::from_time_t(::timegm(&tm) - offset);
 }
 
 std::string method_of(const std::string& step) {

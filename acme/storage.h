@@ -32,7 +32,8 @@ std::string storage_name(const std::string& name);  // "*.a.example" -> "wildcar
 std::string lock_key(const std::string& issuer, const std::string& name);
 
 // RFC 3339 in UTC ("2026-12-05T02:41:54Z", fractional seconds only when there are some), as the
-// metadata and lock files hold times; parse_rfc3339 also takes "+hh:mm"/"-hh:mm" offsets.
+// metadata and lock files hold times; parse_rfc3339 also takes "+hh:mm"/"-hh:mm" offsets (ARI
+// windows, RFC 9773 §4.2, come with them).
 std::string rfc3339(SystemTime t);
 std::optional<SystemTime> parse_rfc3339(std::string_view text);
 
