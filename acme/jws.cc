@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 
+#include "tls/certified_key.h"
+
 namespace hsp::acme {
 namespace {
 
@@ -99,16 +101,7 @@ Result<AccountKey> AccountKey::from_pem(std::string_view pem, const std::string&
 }
 
 std::string AccountKey::pem() const {
-  BIO* bio = BIO_new(BIO_s_mem());
-  if (bio == nullptr) return {};
-  std::string out;
-  if (PEM_write_bio_PrivateKey(bio, key_.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1) {
-    char* data = nullptr;
-    long len = BIO_get_mem_data(bio, &data);
-    out.assign(data, static_cast<std::size_t>(len));
-  }
-  BIO_free(bio);
-  return out;
+  return tls::private_key_pem(key_.get());
 }
 
 Result<std::string> AccountKey::sign(std::string_view payload, const std::string& nonce,

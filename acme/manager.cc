@@ -1,9 +1,6 @@
 #include "acme/manager.h"
 
-#include <openssl/bio.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509v3.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/random.h>
@@ -40,19 +37,10 @@ std::string default_holder() {
 
 // A fresh P-256 key for a certificate, as PKCS#8 PEM (Caddy's default key type).
 Result<std::string> new_cert_key_pem() {
-  EVP_PKEY* key = EVP_EC_gen("P-256");
-  if (!key) return Error{{}, "cannot generate a P-256 key: " + tls::openssl_error()};
-  BIO* bio = BIO_new(BIO_s_mem());
-  std::string out;
-  if (PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr) == 1) {
-    char* data = nullptr;
-    long n = BIO_get_mem_data(bio, &data);
-    out.assign(data, static_cast<size_t>(n));
-  }
-  BIO_free(bio);
-  EVP_PKEY_free(key);
-  if (out.empty()) return Error{{}, "cannot write the certificate key: " + tls::openssl_error()};
-  return out;
+  tls::EvpPkeyPtr key(EVP_EC_gen("P-256"));
+  std::string pem = key ? tls::private_key_pem(key.get()) : std::string();
+  if (pem.empty()) return Error{{}, "cannot make a P-256 certificate key: " + tls::openssl_error()};
+  return pem;
 }
 
 // Answers the CA's validation from this process (tls::AcmeChallenges, which the listeners

@@ -219,10 +219,15 @@ std::string CertifiedKey::cert_chain_pem() const {
   return bio_to_string(bio.get());
 }
 
-std::string CertifiedKey::key_pem() const {
+std::string private_key_pem(EVP_PKEY* key) {
   BioPtr bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_PrivateKey(bio.get(), key_.get(), nullptr, nullptr, 0, nullptr, nullptr);
+  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1)
+    return {};
   return bio_to_string(bio.get());
+}
+
+std::string CertifiedKey::key_pem() const {
+  return private_key_pem(key_.get());
 }
 
 Result<CertifiedKey> load_pem_files(const std::string& cert_path, const std::string& key_path) {

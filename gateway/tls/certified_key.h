@@ -103,6 +103,9 @@ Result<std::optional<std::string>> read_file_if_exists(const std::string& path,
 // The newest OpenSSL error on this thread as text (and clears the queue); for error messages.
 std::string openssl_error();
 
+// A private key as unencrypted PKCS#8 PEM (what key files, key_pem() and ACME storage hold).
+std::string private_key_pem(EVP_PKEY* key);
+
 // Lower-cases ASCII and drops one trailing dot: the form names are compared in.
 std::string normalize_name(std::string_view name);
 
