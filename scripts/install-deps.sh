@@ -28,8 +28,10 @@ test_pkgs=(
   # pebble-challtestsrv DNS server, both started on 127.0.0.1 by the tests; openssl makes the
   # CA that Pebble's own HTTPS presents.
   pebble openssl
-  # HTTP/3 (gateway/h3): ngtcp2's gtlsclient talks to the QUIC server in the unit tests.
-  ngtcp2-client
+  # HTTP/3 (gateway/h3): ngtcp2's gtlsclient talks to the QUIC server in the unit and
+  # integration tests; headless Chromium loads a page over h3 (tests/integration/chromium.py),
+  # and strace lets those tests check that Chromium sent nothing beyond loopback.
+  ngtcp2-client chromium strace
 )
 # bench/peers.sh (HSP_WITH_BENCH=1): the peers, the tools they measure
 # with, and reference clients to check hsp-bench against (wrk, h2load; gtlsclient for h3).

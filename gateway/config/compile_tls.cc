@@ -267,6 +267,7 @@ void Compiler::derive_tls() {
     }
     if (has("h2")) srv.alpn.push_back("h2");
     if (has("h1")) srv.alpn.push_back("http/1.1");
+    srv.h3 = has("h3");
     for (size_t i : srv.sites) {
       const Site& site = cfg_.sites[i];
       std::vector<std::string> names;

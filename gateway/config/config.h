@@ -339,6 +339,9 @@ struct Server {
   std::vector<std::string> alpn;
   // h2c with prior knowledge on a cleartext listener (`protocols ... h2c`).
   bool h2c = false;
+  // TLS only: HTTP/3 over QUIC on the same port (UDP), advertised with Alt-Svc on HTTP/1.1
+  // and HTTP/2 responses (`protocols ... h3`, on by default as in Caddy).
+  bool h3 = false;
   // Holds only HTTP->HTTPS redirects (Caddy's "remaining_auto_https_redirects"); not printed
   // by `adapt`.
   bool redirect_only = false;
@@ -364,8 +367,7 @@ struct GlobalOptions {
   uint16_t http_port = 80;
   uint16_t https_port = 443;
   AutoHttps auto_https = AutoHttps::on;
-  // `servers { protocols ... }`: "h1", "h2", "h2c", "h3". Caddy 2.6's default is h1 h2 h3; h3
-  // (QUIC) is not implemented and is accepted without effect.
+  // `servers { protocols ... }`: "h1", "h2", "h2c", "h3". Caddy 2.6's default is h1 h2 h3.
   std::vector<std::string> protocols = {"h1", "h2", "h3"};
   bool protocols_set = false;  // written explicitly (adapt prints it then, as Caddy does)
   Duration grace_period{std::chrono::seconds(30)};

@@ -18,6 +18,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <optional>
 
+#include "http1/h3_endpoint.h"
 #include "http1/tls_context.h"
 #include "http1/worker.h"
 #include "util/log.h"
@@ -66,6 +67,7 @@ struct Listener {
   uint16_t port = 0;
   std::vector<std::shared_ptr<tcp::acceptor>> acceptors;  // [worker index]
   std::shared_ptr<TlsContext> tls;                        // HTTPS listeners
+  H3Listener h3;                                          // HTTPS listeners with h3: UDP
 };
 
 // The worker whose thread this is (null on other threads). Handshakes run on their worker's
@@ -152,7 +154,9 @@ Errors DataPlane::Impl::open(const ListenerKey& key, Listener& out) {
   }
   out.key = key;
   uint16_t port = key.port;
+  asio::ip::address bound_addr;
   for (size_t ai = 0; ai < addrs.size(); ++ai) {
+    bound_addr = addrs[ai];
     out.acceptors.clear();
     port = key.port;
     ec = {};
@@ -206,6 +210,18 @@ Errors DataPlane::Impl::open(const ListenerKey& key, Listener& out) {
     }
     out.tls = std::move(*tls);
   }
+  if (key.h3) {
+    // HTTP/3 on the same address and port, over UDP.
+    std::vector<Worker*> ws;
+    for (auto& w : workers) ws.push_back(w.get());
+    auto h3 = open_h3(ws, bound_addr, port, key);
+    if (!h3) {
+      for (auto& a : out.acceptors) a->close(ec);
+      out.acceptors.clear();
+      return h3.errors();
+    }
+    out.h3 = std::move(*h3);
+  }
   out.port = port;
   out.addr = endpoint_str(out.acceptors[0]->local_endpoint(ec));
   return {};
@@ -218,11 +234,13 @@ void DataPlane::Impl::start_accepting(Listener& l) {
     ListenerKey key = l.key;
     asio::co_spawn(*w.ioc, accept_loop(w, acc, key, l.tls), asio::detached);
   }
+  start_h3(l.h3);
   log::info("listening")
       .kv("addr", l.addr)
       .kv("bind_host", l.key.bind_host)
       .kv("port", static_cast<int>(l.port))
       .kv("tls", l.key.tls)
+      .kv("h3", !l.h3.endpoints.empty())
       .kv("workers", static_cast<int>(workers.size()));
 }
 
@@ -246,6 +264,9 @@ void DataPlane::Impl::close(Listener& l) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
+  // QUIC connections are not cut with the socket: GOAWAY first, then each worker's UDP socket
+  // closes once its connections have drained (h3_endpoint.h).
+  close_h3(l.h3);
   log::info("listener_closed").kv("addr", l.addr);
   l.acceptors.clear();
 }
@@ -314,7 +335,8 @@ Errors DataPlane::sync_listeners() {
   if (!snap) return errs;
   std::vector<ListenerKey> want;
   for (const auto& s : snap->config().servers) {
-    ListenerKey k{s.bind_host, s.port, s.tls, s.tls ? s.alpn : std::vector<std::string>{}};
+    ListenerKey k{s.bind_host, s.port, s.tls, s.tls ? s.alpn : std::vector<std::string>{},
+                  s.tls && s.h3};
     if (std::find(want.begin(), want.end(), k) == want.end()) want.push_back(k);
   }
   // Removed first, so that a port moving between bind addresses can be bound again.

@@ -57,6 +57,7 @@
 #include "http1/access_log.h"
 #include "http1/h2_session.h"
 #include "http1/h2_upstream.h"
+#include "http1/h3_endpoint.h"
 #include "http1/proxy_common.h"
 #include "http1/tls_context.h"
 #include "http1/worker.h"
@@ -76,7 +77,9 @@ constexpr uint64_t kMaxDrainBytes = 256 * 1024;  // Go's maxPostHandlerReadBytes
 
 using ReqParser = http::request_parser<http::buffer_body>;
 
-std::string response_head(int version, int status, const hsp::http::HeaderMap& h) {
+// `alt_svc`: the listener's Alt-Svc (HTTP/3 on the same port), added unless a handler set one.
+std::string response_head(int version, int status, const hsp::http::HeaderMap& h,
+                          std::string_view alt_svc) {
   std::string out;
   out.reserve(256);
   out += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
@@ -85,6 +88,11 @@ std::string response_head(int version, int status, const hsp::http::HeaderMap& h
   out += hsp::http::reason_phrase(status);
   out += "\r\n";
   append_fields(out, h);
+  if (!alt_svc.empty() && !h.has("Alt-Svc")) {
+    out += "Alt-Svc: ";
+    out += alt_svc;
+    out += "\r\n";
+  }
   out += "\r\n";
   return out;
 }
@@ -183,7 +191,8 @@ class Session {
       : w_(w),
         tls_(std::move(tls)),
         stream_(std::forward<StreamArgs>(args)...),
-        key_(std::move(key)) {
+        key_(std::move(key)),
+        alt_svc_(alt_svc_value(key_)) {
     id_ = w_.shared.next_conn_id.fetch_add(1, std::memory_order_relaxed);
     w_.shared.open_conns.fetch_add(1, std::memory_order_relaxed);
     slot_.stream = &tcp();
@@ -251,6 +260,7 @@ class Session {
   Stream stream_;
   beast::flat_buffer buf_;
   ListenerKey key_;
+  const std::string alt_svc_;  // HTTP/3 advertised on this listener; "" when none
   uint64_t id_ = 0;
   ConnSlot slot_;
   std::string remote_ip_, local_ip_;
@@ -779,7 +789,7 @@ asio::awaitable<bool> Session<Stream>::write_simple(Exchange& x, int status, hsp
   bool with_body = status_has_body(status);
   if (with_body) h.set("Content-Length", std::to_string(body.size()));
   set_connection_field(h, r.version, keep_alive);
-  std::string out = response_head(r.version, status, h);
+  std::string out = response_head(r.version, status, h, alt_svc_);
   bool send_body = with_body && r.method != "HEAD";
   if (send_body) out += body;
   x.status = status;
@@ -1233,7 +1243,7 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
     // so a body still being pumped means close.
     if (pumping && !st->done) keep = false;
     if (!switching) set_connection_field(h, r.version, keep);
-    std::string rhead = response_head(r.version, status, h);
+    std::string rhead = response_head(r.version, status, h, alt_svc_);
     x.status = status;
     x.resp_headers = std::move(h);
     // A small body that is already buffered whole goes out with the head in one write. Only
@@ -1387,7 +1397,7 @@ class Session<Stream>::AsDownstream final : public Downstream {
     if (!x_.body_consumed) keep_alive_ = false;  // decided before the upload ends: close
     if (s_.w_.shared.draining.load(std::memory_order_acquire)) keep_alive_ = false;
     set_connection_field(h, r.version, keep_alive_);
-    std::string head = response_head(r.version, status, h);
+    std::string head = response_head(r.version, status, h, s_.alt_svc_);
     x_.status = status;
     x_.resp_headers = std::move(h);
     co_return co_await write(head);

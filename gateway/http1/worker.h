@@ -110,6 +110,9 @@ struct ListenerKey {
   // `servers { protocols }`; the SSL_CTX offers them for its whole life, so a change replaces
   // the listener like the TLS switch above.
   std::vector<std::string> alpn;
+  // TLS: HTTP/3 on the same address and port over UDP (`protocols ... h3`); also part of the
+  // key, so turning it on or off replaces the listener.
+  bool h3 = false;
   bool operator==(const ListenerKey&) const = default;
 };
 

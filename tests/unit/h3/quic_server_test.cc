@@ -144,6 +144,66 @@ RunResult run_gtlsclient(const std::string& args) {
   return r;
 }
 
+// The handler of these tests: answers every request with 200 "hello" once the request has
+// ended, through the handler-side API (submit_response, send_data, end_stream) called back from
+// inside the server's callbacks, which the contract allows.
+class HelloHandler : public Handler {
+ public:
+  QuicServer* server = nullptr;
+  uint64_t answered = 0;
+  std::vector<http::Request> requests;
+  std::string body_received;
+  bool send_trailers = false;
+  bool hold = false;                                  // answer nothing
+  std::vector<std::pair<uint64_t, int64_t>> streams;  // (conn, stream) of each request
+  uint64_t closed = 0;                                // on_stream_closed calls
+
+  void on_request(uint64_t conn, int64_t id, http::Request&& r, bool end) override {
+    requests.push_back(std::move(r));
+    streams.emplace_back(conn, id);
+    if (end && !hold) answer(conn, id);
+  }
+  void on_request_data(uint64_t conn, int64_t id, std::string_view data) override {
+    body_received.append(data);
+    server->consume(conn, id, data.size());
+  }
+  void on_request_trailers(uint64_t, int64_t, http::HeaderMap&&) override {}
+  void on_request_end(uint64_t conn, int64_t id) override {
+    if (!hold) answer(conn, id);
+  }
+  void on_stream_reset(uint64_t, int64_t) override {}
+  void on_stream_closed(uint64_t, int64_t) override { ++closed; }
+  void on_send_ready(uint64_t, int64_t) override {}
+
+ private:
+  void answer(uint64_t conn, int64_t id) {
+    http::ResponseHead head;
+    head.status = 200;
+    head.headers.add("Content-Type", "text/plain; charset=utf-8");
+    head.headers.add("Content-Length", "5");
+    head.headers.add("Connection", "close");  // connection-specific: never framed in HTTP/3
+    ASSERT_TRUE(server->submit_response(conn, id, head, false));
+    auto n = server->send_data(conn, id, "hello");
+    ASSERT_TRUE(n);
+    ASSERT_EQ(*n, 5u);
+    std::optional<http::HeaderMap> trailers;
+    if (send_trailers) trailers.emplace().add("x-checksum", "abc");
+    ASSERT_TRUE(server->end_stream(conn, id, std::move(trailers)));
+    ++answered;
+  }
+};
+
+Result<std::unique_ptr<QuicServer>> make_server(
+    std::shared_ptr<const ServerCredentials> creds, HelloHandler& handler,
+    const std::function<void(ServerOptions&)>& configure = {}) {
+  ServerOptions o;
+  o.handler = &handler;
+  if (configure) configure(o);
+  auto server = QuicServer::create(std::move(creds), o);
+  if (server) handler.server = server->get();
+  return server;
+}
+
 class QuicServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -153,12 +213,23 @@ class QuicServerTest : public ::testing::Test {
     ASSERT_TRUE(leaf);
     auto creds = ServerCredentials::from_certified_key(**leaf);
     ASSERT_TRUE(creds) << creds.errors().front().str();
-    auto server = QuicServer::create(*creds);
+    creds_ = *creds;
+    auto server = make_server(creds_, hello_);
+    ASSERT_TRUE(server);
+    server_ = std::move(*server);
+  }
+
+  // Replaces server_ by one with other options.
+  void remake_server(const std::function<void(ServerOptions&)>& configure) {
+    server_.reset();
+    auto server = make_server(creds_, hello_, configure);
     ASSERT_TRUE(server);
     server_ = std::move(*server);
   }
 
   tls::testing::TempDir tmp_;
+  std::shared_ptr<const ServerCredentials> creds_;
+  HelloHandler hello_;
   std::unique_ptr<QuicServer> server_;
 };
 
@@ -177,7 +248,7 @@ TEST_F(QuicServerTest, GtlsclientGetsHelloOverUdp) {
       << r.output;
   EXPECT_NE(r.output.find("Negotiated ALPN is h3"), std::string::npos) << r.output;
   EXPECT_EQ(server_->stats().handshakes_completed, 1u);
-  EXPECT_EQ(server_->stats().requests_answered, 1u);
+  EXPECT_EQ(hello_.answered, 1u);
 }
 
 TEST_F(QuicServerTest, ManyRequestsOnOneConnectionAndSeveralClients) {
@@ -199,7 +270,7 @@ TEST_F(QuicServerTest, ManyRequestsOnOneConnectionAndSeveralClients) {
   loop.stop();
   for (const auto& r : results) EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(server_->stats().handshakes_completed, 3u);
-  EXPECT_EQ(server_->stats().requests_answered, 190u);
+  EXPECT_EQ(hello_.answered, 190u);
 }
 
 // --- the in-memory client -------------------------------------------------------------------
@@ -250,6 +321,11 @@ class MemoryClient {
                          void* user_data, void*) {
       auto& st = static_cast<MemoryClient*>(user_data)->streams_[stream_id];
       st.reset_code = static_cast<int64_t>(app_error_code);
+      return 0;
+    };
+    // Called only for a reset whose token the server announced for a CID this client uses.
+    cb.recv_stateless_reset = [](ngtcp2_conn*, const ngtcp2_pkt_stateless_reset*, void* user_data) {
+      static_cast<MemoryClient*>(user_data)->stateless_reset_ = true;
       return 0;
     };
     ngtcp2_cid dcid, scid;
@@ -354,7 +430,21 @@ class MemoryClient {
     return ngtcp2_conn_get_remote_transport_params(conn_);
   }
   bool handshake_completed() const { return handshake_completed_; }
+  bool stateless_reset_received() const { return stateless_reset_; }
+  const Address& address() const { return local_; }  // the client's own
   ngtcp2_conn* native() { return conn_; }
+
+  // A CONNECTION_CLOSE (H3_NO_ERROR), as a client closing its connection sends it.
+  std::vector<uint8_t> write_close() {
+    std::vector<uint8_t> buf(1452);
+    ngtcp2_connection_close_error ccerr;
+    ngtcp2_connection_close_error_default(&ccerr);
+    ngtcp2_connection_close_error_set_application_error(&ccerr, NGHTTP3_H3_NO_ERROR, nullptr, 0);
+    ngtcp2_ssize n = ngtcp2_conn_write_connection_close(conn_, nullptr, nullptr, buf.data(),
+                                                        buf.size(), &ccerr, now_ns());
+    buf.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return buf;
+  }
   uint64_t expiry() const { return ngtcp2_conn_get_expiry(conn_); }
   void handle_expiry() {
     uint64_t now = now_ns();
@@ -388,6 +478,7 @@ class MemoryClient {
   gnutls_session_t tls_ = nullptr;
   gnutls_certificate_credentials_t cred_ = nullptr;
   bool handshake_completed_ = false;
+  bool stateless_reset_ = false;
   std::map<int64_t, Stream> streams_;
   std::vector<std::pair<int64_t, std::string>> outgoing_;
 };
@@ -405,7 +496,7 @@ struct Exchange {
 // moves nothing, the loop waits for the earlier of the two timers (pacing, loss recovery).
 void pump(QuicServer& server, MemoryClient& client, Exchange& ex,
           const std::function<bool()>& done) {
-  Address client_addr = loopback(40000), server_addr = loopback(443);
+  Address client_addr = client.address(), server_addr = loopback(443);
   for (int round = 0; round < 100 && !ex.closed_by_server; ++round) {
     bool moved = false;
     for (const auto& pkt : client.write()) {
@@ -415,6 +506,7 @@ void pump(QuicServer& server, MemoryClient& client, Exchange& ex,
       moved = true;
     }
     for (const Datagram& d : server.take_datagrams()) {
+      if (d.remote.port() != client_addr.port()) continue;  // another (simulated) client's
       if (round == 0) ex.first_flight_out += d.data.size();
       int rv = client.read(d.data);
       if (rv == NGTCP2_ERR_DRAINING) ex.closed_by_server = true;
@@ -470,7 +562,8 @@ TEST_F(QuicServerTest, LargeFirstFlightWaitsForAddressValidation) {
   ASSERT_GT((*leaf)->cert_chain_pem().size(), 12'000u);
   auto creds = ServerCredentials::from_certified_key(**leaf);
   ASSERT_TRUE(creds);
-  auto server = QuicServer::create(*creds);
+  HelloHandler hello;
+  auto server = make_server(*creds, hello);
   ASSERT_TRUE(server);
 
   MemoryClient client({"h3"});
@@ -518,7 +611,7 @@ TEST_F(QuicServerTest, MalformedRequestResetsOnlyItsStream) {
   EXPECT_EQ(client.stream(bad).reset_code, static_cast<int64_t>(NGHTTP3_H3_MESSAGE_ERROR));
   EXPECT_TRUE(client.stream(good).fin);
   EXPECT_NE(client.stream(good).data.find("hello"), std::string::npos);
-  EXPECT_EQ(server_->stats().requests_answered, 1u);
+  EXPECT_EQ(hello_.answered, 1u);
   EXPECT_EQ(server_->connection_count(), 1u);
 }
 
@@ -531,7 +624,8 @@ TEST_F(QuicServerTest, CertificateIsChosenBySni) {
   auto creds = ServerCredentials::from_certified_key(**a);
   ASSERT_TRUE(creds);
   ASSERT_TRUE((*creds)->add_pem((*b)->cert_chain_pem(), (*b)->key_pem(), "b.test"));
-  auto server = QuicServer::create(*creds);
+  HelloHandler hello;
+  auto server = make_server(*creds, hello);
   ASSERT_TRUE(server);
   for (std::string sni : {"a.test", "b.test", "unknown.test"}) {
     MemoryClient client({"h3"}, sni);
@@ -552,7 +646,9 @@ TEST_F(QuicServerTest, ClientOfferingAnotherAlpnIsRefused) {
   EXPECT_EQ(ccerr.error_code, NGTCP2_CRYPTO_ERROR | GNUTLS_A_NO_APPLICATION_PROTOCOL);
   EXPECT_EQ(server_->stats().handshakes_failed, 1u);
   EXPECT_EQ(server_->stats().handshakes_completed, 0u);
-  EXPECT_EQ(server_->connection_count(), 0u);
+  // Only its closing period is left (RFC 9000 §10.2.1).
+  EXPECT_EQ(server_->connection_count(), 1u);
+  EXPECT_EQ(server_->closing_count(), 1u);
 }
 
 TEST_F(QuicServerTest, ClientOfferingNoAlpnIsRefused) {
@@ -562,7 +658,7 @@ TEST_F(QuicServerTest, ClientOfferingNoAlpnIsRefused) {
   ASSERT_TRUE(ex.closed_by_server);
   EXPECT_EQ(client.close_error().error_code,
             NGTCP2_CRYPTO_ERROR | GNUTLS_A_NO_APPLICATION_PROTOCOL);
-  EXPECT_EQ(server_->connection_count(), 0u);
+  EXPECT_EQ(server_->closing_count(), 1u);
 }
 
 TEST_F(QuicServerTest, UnknownVersionGetsVersionNegotiation) {
@@ -601,6 +697,331 @@ TEST_F(QuicServerTest, ShortInitialOpensNoConnection) {
   server_->receive(pkts[0], loopback(443), loopback(40000), now_ns());
   EXPECT_EQ(server_->connection_count(), 0u);
   EXPECT_TRUE(server_->take_datagrams().empty());
+}
+
+// --- Retry, stateless resets, closing and draining periods ---------------------------------
+
+// A long-header QUIC v1 packet of the given type (RFC 9000 §17.2: 0 Initial, 3 Retry).
+bool is_long_v1(const std::vector<uint8_t>& d, unsigned type) {
+  return d.size() > 5 && (d[0] & 0x80) != 0 && ((d[0] >> 4) & 3) == type && d[1] == 0 &&
+         d[2] == 0 && d[3] == 0 && d[4] == 1;
+}
+bool is_retry(const std::vector<uint8_t>& d) {
+  return is_long_v1(d, 3);
+}
+bool is_initial(const std::vector<uint8_t>& d) {
+  return is_long_v1(d, 0);
+}
+
+// A short-header packet of `size` bytes to connection ID `dcid`, random after it: junk, or a
+// late packet of a connection the server no longer knows.
+std::vector<uint8_t> short_packet(const std::vector<uint8_t>& dcid, size_t size) {
+  std::vector<uint8_t> pkt(size);
+  gnutls_rnd(GNUTLS_RND_NONCE, pkt.data(), pkt.size());
+  pkt[0] = static_cast<uint8_t>((pkt[0] & 0x3f) | 0x40);
+  std::copy(dcid.begin(), dcid.end(), pkt.begin() + 1);
+  return pkt;
+}
+
+// HTTP/3 HEADERS for GET https://x.test/ (QPACK static-table references only, RFC 9204
+// Appendix A: GET, :scheme https, :path /, then :authority with the literal value "x.test").
+std::string get_request() {
+  std::string block = std::string("\x00\x00", 2) + "\xd1\xd7\xc1\x50\x06x.test";
+  return std::string("\x01") + static_cast<char>(block.size()) + block;
+}
+
+TEST_F(QuicServerTest, GtlsclientGetsHelloAfterRetry) {
+  remake_server([](ServerOptions& o) { o.always_retry = true; });
+  UdpLoop loop(*server_);
+  std::string port = std::to_string(loop.port());
+  RunResult r = run_gtlsclient("--exit-on-all-streams-close --sni=x.test 127.0.0.1 " + port +
+                               " https://x.test:" + port + "/");
+  loop.stop();
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("http: stream 0x0 body 5 bytes"), std::string::npos) << r.output;
+  EXPECT_EQ(server_->stats().retries_sent, 1u);
+  EXPECT_EQ(server_->stats().tokens_rejected, 0u);
+  EXPECT_EQ(server_->stats().connections_accepted, 1u);
+  EXPECT_EQ(server_->stats().handshakes_completed, 1u);
+  EXPECT_EQ(hello_.answered, 1u);
+}
+
+TEST_F(QuicServerTest, FloodOfInitialsGetsRetriesWhileEstablishedClientGoesOn) {
+  remake_server([](ServerOptions& o) {
+    o.retry_above_handshakes = 5;
+    o.cid_prefix = 0x42;
+  });
+  MemoryClient established({"h3"});
+  Exchange ex = exchange(*server_, established);
+  ASSERT_TRUE(ex.handshake_completed);
+
+  // 20 new clients on as many ports send their first Initial and never answer (as spoofed
+  // sources would not): 5 handshakes start, every later Initial gets a Retry and no state.
+  constexpr int kFlood = 20;
+  constexpr int kUnderLoad = 5;
+  std::vector<std::unique_ptr<MemoryClient>> flood;
+  std::vector<std::vector<uint8_t>> retries(kFlood);
+  for (int i = 0; i < kFlood; ++i) {
+    auto c = std::make_unique<MemoryClient>(std::vector<std::string>{"h3"});
+    ASSERT_TRUE(c->start(loopback(static_cast<uint16_t>(50000 + i)), loopback(443)));
+    auto pkts = c->write();
+    ASSERT_EQ(pkts.size(), 1u);
+    EXPECT_FALSE(QuicServer::owner_of(pkts[0]).has_value());  // a DCID the client chose
+    server_->receive(pkts[0], loopback(443), c->address(), now_ns());
+    for (Datagram& d : server_->take_datagrams()) {
+      if (!is_retry(d.data)) continue;
+      EXPECT_LE(d.data.size(), pkts[0].size());  // no amplification
+      EXPECT_EQ(d.remote.port(), 50000 + i);
+      retries[i] = std::move(d.data);
+    }
+    flood.push_back(std::move(c));
+  }
+  for (int i = 0; i < kFlood; ++i) EXPECT_EQ(retries[i].empty(), i < kUnderLoad) << i;
+  EXPECT_EQ(server_->stats().retries_sent, static_cast<uint64_t>(kFlood - kUnderLoad));
+  EXPECT_EQ(server_->stats().connections_accepted, 1u + kUnderLoad);
+  EXPECT_EQ(server_->connection_count(), 1u + kUnderLoad);
+
+  // The established client is served as before.
+  int64_t id = established.send_request(get_request());
+  pump(*server_, established, ex, [&] { return established.stream(id).fin; });
+  EXPECT_NE(established.stream(id).data.find("hello"), std::string::npos);
+  EXPECT_EQ(hello_.answered, 1u);
+
+  // A real client among them answers its Retry: the token proves its address, so it gets its
+  // connection while the server is still under load, and its handshake completing means the
+  // transport parameters carried the Retry's CIDs as the client checks them (RFC 9000 §7.3).
+  MemoryClient& real = *flood.back();
+  ASSERT_EQ(real.read(retries.back()), 0);
+  auto pkts = real.write();
+  ASSERT_FALSE(pkts.empty());
+  EXPECT_TRUE(is_initial(pkts[0]));
+  EXPECT_EQ(QuicServer::owner_of(pkts[0]), std::optional<uint8_t>(0x42));  // the Retry's SCID
+  Exchange rex;
+  for (const auto& p : pkts) server_->receive(p, loopback(443), real.address(), now_ns());
+  pump(*server_, real, rex, [&] { return rex.handshake_completed; });
+  EXPECT_TRUE(rex.handshake_completed);
+  EXPECT_EQ(server_->stats().connections_accepted, 1u + kUnderLoad + 1);
+  EXPECT_EQ(server_->stats().retries_sent, static_cast<uint64_t>(kFlood - kUnderLoad));
+  EXPECT_EQ(server_->stats().tokens_rejected, 0u);
+}
+
+TEST_F(QuicServerTest, ForgedExpiredOrMovedRetryTokenIsRejected) {
+  remake_server([](ServerOptions& o) { o.always_retry = true; });
+  // The Initial a client sends after our Retry, and where its token is in it.
+  auto after_retry = [&](MemoryClient& client, uint64_t at) {
+    const size_t connections = server_->connection_count();
+    server_->receive(client.write().at(0), loopback(443), client.address(), at);
+    auto out = server_->take_datagrams();
+    EXPECT_EQ(out.size(), 1u);
+    EXPECT_TRUE(!out.empty() && is_retry(out[0].data));
+    EXPECT_EQ(server_->connection_count(), connections);  // a Retry keeps no state
+    EXPECT_EQ(client.read(out.at(0).data), 0);
+    auto pkts = client.write();
+    EXPECT_FALSE(pkts.empty());
+    return pkts.at(0);
+  };
+  auto token_end = [](std::vector<uint8_t>& pkt) -> uint8_t& {
+    ngtcp2_pkt_hd hd;
+    EXPECT_GT(ngtcp2_pkt_decode_hd_long(&hd, pkt.data(), pkt.size()), 0);
+    EXPECT_GT(hd.token.len, 0u);
+    return pkt[static_cast<size_t>(hd.token.base - pkt.data()) + hd.token.len - 1];
+  };
+
+  MemoryClient client({"h3"});
+  ASSERT_TRUE(client.start(loopback(40000), loopback(443)));
+  const uint64_t t0 = now_ns();
+  std::vector<uint8_t> initial = after_retry(client, t0);
+  std::vector<uint8_t> forged = initial;
+  token_end(forged) ^= 1;
+  struct Case {
+    const char* what;
+    const std::vector<uint8_t>& pkt;
+    Address from;
+    uint64_t at;
+  };
+  for (const Case& c : {Case{"forged", forged, client.address(), t0 + 1},
+                        Case{"from another port", initial, loopback(40001), t0 + 1},
+                        Case{"expired", initial, client.address(), t0 + 11 * NGTCP2_SECONDS}}) {
+    server_->receive(c.pkt, loopback(443), c.from, c.at);
+    auto out = server_->take_datagrams();
+    ASSERT_EQ(out.size(), 1u) << c.what;
+    EXPECT_TRUE(is_initial(out[0].data)) << c.what;  // CONNECTION_CLOSE, no state
+    EXPECT_LT(out[0].data.size(), c.pkt.size()) << c.what;
+    EXPECT_EQ(server_->connection_count(), 0u) << c.what;
+  }
+  EXPECT_EQ(server_->stats().tokens_rejected, 3u);
+
+  // The genuine one, in time and from the address the Retry went to, is accepted.
+  Exchange ex;
+  server_->receive(initial, loopback(443), client.address(), t0 + 2);
+  pump(*server_, client, ex, [&] { return ex.handshake_completed; });
+  EXPECT_TRUE(ex.handshake_completed);
+  EXPECT_EQ(server_->stats().tokens_rejected, 3u);
+  EXPECT_EQ(server_->stats().retries_sent, 1u);
+
+  // What a client with a bad token hears (it would refuse a second Retry): INVALID_TOKEN.
+  MemoryClient other({"h3"});
+  ASSERT_TRUE(other.start(loopback(40002), loopback(443)));
+  std::vector<uint8_t> bad = after_retry(other, now_ns());
+  token_end(bad) ^= 1;
+  server_->receive(bad, loopback(443), other.address(), now_ns());
+  auto out = server_->take_datagrams();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(other.read(out[0].data), NGTCP2_ERR_DRAINING);
+  EXPECT_EQ(other.close_error().error_code, NGTCP2_INVALID_TOKEN);
+  EXPECT_EQ(server_->connection_count(), 1u);  // the genuine client's only
+}
+
+TEST_F(QuicServerTest, ClientOfAForgottenConnectionGetsAStatelessReset) {
+  MemoryClient client({"h3"});
+  Exchange ex = exchange(*server_, client);
+  ASSERT_TRUE(ex.handshake_completed);
+  // The server forgets the connection (idle: silently, RFC 9000 §10.1) while the client, on
+  // its own clock, still has it.
+  uint64_t t = ex.last_receive;
+  for (int i = 0; i < 1000 && server_->connection_count() > 0; ++i) {
+    t = std::max(t, server_->expiry());
+    server_->handle_expiry(t);
+    server_->take_datagrams();
+  }
+  ASSERT_EQ(server_->connection_count(), 0u);
+  client.send_request(get_request());
+  auto pkts = client.write();
+  ASSERT_FALSE(pkts.empty());
+  ASSERT_EQ(pkts[0][0] & 0x80, 0);  // a short header
+  server_->receive(pkts[0], loopback(443), client.address(), t);
+  auto out = server_->take_datagrams();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_LT(out[0].data.size(), pkts[0].size());
+  EXPECT_GE(out[0].data.size(), 21u);
+  // The client recognises the token announced for the CID it sent to and stops at once.
+  EXPECT_EQ(client.read(out[0].data), NGTCP2_ERR_DRAINING);
+  EXPECT_TRUE(client.stateless_reset_received());
+  EXPECT_EQ(server_->stats().stateless_resets_sent, 1u);
+}
+
+TEST_F(QuicServerTest, StatelessResetsAreSmallerThanTheirTriggerAndRateLimited) {
+  remake_server([](ServerOptions& o) {
+    o.stateless_resets_per_second = 10;
+    o.cid_prefix = 0x42;
+  });
+  std::vector<uint8_t> cid(18);
+  gnutls_rnd(GNUTLS_RND_NONCE, cid.data(), cid.size());
+  cid[0] = 0x42;
+  auto send = [&](const std::vector<uint8_t>& pkt, uint64_t at) {
+    server_->receive(pkt, loopback(443), loopback(40000), at);
+    return server_->take_datagrams();
+  };
+  const uint64_t t = now_ns();
+  // Too short to be a packet of ours (first byte, 18-byte CID, 4 + 16 bytes for the header
+  // protection sample): no answer.
+  EXPECT_TRUE(send(short_packet(cid, 38), t).empty());
+  // The shortest that could be: a reset one byte shorter, looking like a short header.
+  auto out = send(short_packet(cid, 39), t);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].data.size(), 38u);
+  EXPECT_EQ(out[0].data[0] & 0xc0, 0x40);
+  // A long packet: a reset of 43 bytes and a random few more, far below the trigger.
+  out = send(short_packet(cid, 1200), t);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_GE(out[0].data.size(), 43u);
+  EXPECT_LT(out[0].data.size(), 60u);
+  // A CID with another server's prefix was not issued here.
+  std::vector<uint8_t> foreign = cid;
+  foreign[0] = 0x43;
+  EXPECT_TRUE(send(short_packet(foreign, 100), t).empty());
+  // A flood: 10 a second, in bursts of at most 10 (2 of the first burst were used above).
+  auto flood = [&](uint64_t at) {
+    size_t resets = 0;
+    for (int i = 0; i < 50; ++i) resets += send(short_packet(cid, 100), at).size();
+    return resets;
+  };
+  EXPECT_EQ(flood(t), 8u);
+  EXPECT_EQ(flood(t + NGTCP2_SECONDS / 2), 5u);
+  EXPECT_EQ(flood(t + 60 * NGTCP2_SECONDS), 10u);
+  EXPECT_EQ(server_->stats().stateless_resets_sent, 2u + 8 + 5 + 10);
+}
+
+TEST_F(QuicServerTest, ClosedConnectionRepeatsItsCloseThenIsForgotten) {
+  hello_.hold = true;  // the request stays open
+  MemoryClient client({"h3"});
+  Exchange ex = exchange(*server_, client);
+  ASSERT_TRUE(ex.handshake_completed);
+  client.send_request(get_request());
+  pump(*server_, client, ex, [&] { return !hello_.streams.empty(); });
+  ASSERT_EQ(hello_.streams.size(), 1u);
+  auto [conn_id, stream_id] = hello_.streams[0];
+
+  const uint64_t t = now_ns();
+  server_->close_all(t);
+  // The handler hears at once that the stream is gone, not when the closing period ends.
+  EXPECT_EQ(hello_.closed, 1u);
+  EXPECT_FALSE(server_->submit_response(conn_id, stream_id, http::ResponseHead{}, true));
+  EXPECT_EQ(server_->connection_count(), 1u);
+  EXPECT_EQ(server_->closing_count(), 1u);
+  auto out = server_->take_datagrams();
+  ASSERT_EQ(out.size(), 1u);
+  const std::vector<uint8_t> close = out[0].data;  // lost: the client never sees it
+
+  // The client goes on sending; its 1st, 2nd, 4th and 8th packet get the same close again.
+  client.send_request(get_request());
+  auto pkts = client.write();
+  ASSERT_FALSE(pkts.empty());
+  std::vector<int> answered;
+  for (int i = 1; i <= 8; ++i) {
+    server_->receive(pkts[0], loopback(443), client.address(), t + i);
+    for (const Datagram& d : server_->take_datagrams()) {
+      EXPECT_EQ(d.data, close);
+      EXPECT_EQ(d.remote.port(), client.address().port());
+      answered.push_back(i);
+    }
+  }
+  EXPECT_EQ(answered, (std::vector<int>{1, 2, 4, 8}));
+  EXPECT_EQ(client.read(close), NGTCP2_ERR_DRAINING);
+  EXPECT_EQ(client.close_error().type, NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION);
+  EXPECT_EQ(client.close_error().error_code, NGHTTP3_H3_NO_ERROR);
+
+  // 3 PTO later it is forgotten; its packets then get a stateless reset.
+  const uint64_t end = server_->expiry();
+  EXPECT_GT(end, t);
+  EXPECT_LT(end - t, 3 * NGTCP2_SECONDS);  // 3 PTO on loopback: far less
+  server_->handle_expiry(end - 1);
+  EXPECT_EQ(server_->connection_count(), 1u);
+  server_->handle_expiry(end);
+  EXPECT_EQ(server_->connection_count(), 0u);
+  EXPECT_EQ(server_->expiry(), UINT64_MAX);
+  server_->receive(pkts[0], loopback(443), client.address(), end + 1);
+  out = server_->take_datagrams();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_LT(out[0].data.size(), pkts[0].size());
+  EXPECT_EQ(server_->stats().stateless_resets_sent, 1u);
+  EXPECT_EQ(hello_.closed, 1u);
+}
+
+TEST_F(QuicServerTest, ConnectionTheClientClosedDrainsSilently) {
+  MemoryClient client({"h3"});
+  Exchange ex = exchange(*server_, client);
+  ASSERT_TRUE(ex.handshake_completed);
+  std::vector<uint8_t> close = client.write_close();
+  ngtcp2_version_cid vc;
+  ASSERT_EQ(ngtcp2_pkt_decode_version_cid(&vc, close.data(), close.size(), 18), 0);
+  ASSERT_EQ(vc.dcidlen, 18u);
+  const std::vector<uint8_t> server_cid(vc.dcid, vc.dcid + vc.dcidlen);
+  const uint64_t t = now_ns();
+  server_->receive(close, loopback(443), client.address(), t);
+  // Draining (RFC 9000 §10.2.2): nothing is sent, late packets included (no stateless reset).
+  EXPECT_TRUE(server_->take_datagrams().empty());
+  EXPECT_EQ(server_->closing_count(), 1u);
+  server_->receive(short_packet(server_cid, 100), loopback(443), client.address(), t + 1);
+  EXPECT_TRUE(server_->take_datagrams().empty());
+
+  const uint64_t end = server_->expiry();
+  EXPECT_GT(end, t);
+  server_->handle_expiry(end);
+  EXPECT_EQ(server_->connection_count(), 0u);
+  server_->receive(short_packet(server_cid, 100), loopback(443), client.address(), end + 1);
+  EXPECT_EQ(server_->take_datagrams().size(), 1u);  // unknown now: a stateless reset
+  EXPECT_EQ(server_->stats().stateless_resets_sent, 1u);
 }
 
 TEST(ServerCredentialsTest, GarbagePemIsAnError) {
