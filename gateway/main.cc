@@ -94,7 +94,8 @@ struct Args {
   bool docker = false;                 // run/adapt --docker
   docker::FlagValues docker_flags;     // CDP's options given as flags
   int threads = 0;
-  std::string data_dir;  // --data-dir (else $HSP_DATA_DIR, else the XDG data directory)
+  bool quic_retry = false;  // --quic-retry: every new QUIC client proves its address first
+  std::string data_dir;     // --data-dir (else $HSP_DATA_DIR, else the XDG data directory)
   int demo_port = 8080;
   bool demo_port_set = false;
   bool json = false;                    // certs --json
@@ -145,6 +146,8 @@ Args parse_args(int argc, char** argv) {
       a.demo_port_set = true;
     } else if (arg == "--data-dir" || arg.rfind("--data-dir=", 0) == 0) {
       a.data_dir = value("--data-dir");
+    } else if (arg == "--quic-retry") {
+      a.quic_retry = true;
     } else if (arg == "--docker") {
       a.docker = true;
     } else if (a.command == "certs" && arg == "--json") {
@@ -196,7 +199,7 @@ void print_usage(FILE* out) {
   std::fprintf(out,
                "usage:\n"
                "  hsp-gateway run [--config FILE] [--threads N] [--demo-port PORT]\n"
-               "                  [--data-dir DIR]\n"
+               "                  [--data-dir DIR] [--quic-retry]\n"
                "  hsp-gateway run --docker [--config BASE_CADDYFILE] [--threads N] [OPTIONS]\n"
                "  hsp-gateway adapt --config FILE\n"
                "  hsp-gateway adapt --labels FILE [--upstream NAME]...\n"
@@ -405,7 +408,7 @@ struct Serving {
 };
 
 std::unique_ptr<Serving> start_serving(const config::Config& first, const std::string& source,
-                                       int threads, const std::string& data_dir) {
+                                       int threads, const std::string& data_dir, bool quic_retry) {
   // Before any thread starts (the ACME manager's is the first): a thread that leaves SIGHUP
   // unblocked would take a reload signal while the main thread is busy and die of it.
   sigset_t signals = block_control_signals();
@@ -414,7 +417,8 @@ std::unique_ptr<Serving> start_serving(const config::Config& first, const std::s
   tls::AcmeChallenges::instance().set_shared_dir(engine::data_dir(data_dir) +
                                                  "/acme/challenge_tokens");
   if (!s->control.publish(first, source, true, "config_error")) return nullptr;
-  s->dp = std::make_unique<http1::DataPlane>(s->store, s->registry, http1::Options{threads, true});
+  s->dp = std::make_unique<http1::DataPlane>(s->store, s->registry,
+                                             http1::Options{threads, true, quic_retry});
   Errors errs = s->dp->start();
   if (!errs.empty()) {
     log_errors("listen_failed", errs);
@@ -432,7 +436,7 @@ int run(const Args& a) {
     return 1;
   }
   const std::string config_name = a.config.empty() ? std::string("<demo>") : a.config;
-  auto serving = start_serving(*cfg, config_name, a.threads, a.data_dir);
+  auto serving = start_serving(*cfg, config_name, a.threads, a.data_dir, a.quic_retry);
   if (!serving) return 1;
   Control& control = serving->control;
   http1::DataPlane& dp = *serving->dp;
@@ -555,7 +559,7 @@ int run_docker(const Args& a) {
   // Nothing to serve until the first generation: an empty snapshot, no listeners.
   auto empty = config::load_caddyfile_text("", "<docker>");
   if (!empty) return 1;
-  auto serving = start_serving(*empty, "<docker>", a.threads, a.data_dir);
+  auto serving = start_serving(*empty, "<docker>", a.threads, a.data_dir, a.quic_retry);
   if (!serving) return 1;
   Control& control = serving->control;
   http1::DataPlane& dp = *serving->dp;

@@ -8,6 +8,7 @@
 #include "http1/h3_endpoint.h"
 
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
 #include <cstring>
 #include <limits>
 #include <unordered_map>
@@ -61,11 +63,12 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
         timer_(*w.ioc),
         rx_(kBatch * kSlot) {}
 
-  Result<bool> init(std::shared_ptr<Peers> peers, size_t worker_count) {
+  Result<bool> init(std::shared_ptr<Peers> peers, size_t worker_count, bool always_retry) {
     peers_ = std::move(peers);
     const config::GlobalOptions& g = w_.reader.current()->config().global;
     h3::ServerOptions o;
     o.handler = this;
+    o.always_retry = always_retry;
     o.max_header_bytes = static_cast<uint32_t>(
         std::clamp<int64_t>(g.max_header_bytes, 1024, std::numeric_limits<int32_t>::max()));
     o.max_header_count = static_cast<uint32_t>(std::max(1, g.max_header_count));
@@ -202,6 +205,7 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
   std::unordered_map<const tls::CertifiedKey*, std::shared_ptr<const h3::ServerCredentials>> creds_;
   uint64_t armed_for_ = UINT64_MAX;  // the expiry the timer was set for
   int64_t counted_conns_ = 0;        // our share of Shared::open_conns
+  bool gso_ = true;                  // UDP_SEGMENT, until the kernel refuses it
   bool flush_posted_ = false;
   bool stopping_ = false;
   bool aborted_ = false;
@@ -428,56 +432,102 @@ void H3Endpoint::after_io() {
   if ((stopping_ || aborted_) && server_->connection_count() == 0 && conns_.empty()) finish();
 }
 
+namespace {
+
+bool same_path(const h3::Datagram& a, const h3::Datagram& b) {
+  return a.remote.len == b.remote.len && a.local.len == b.local.len &&
+         std::memcmp(&a.remote.storage, &b.remote.storage, a.remote.len) == 0 &&
+         std::memcmp(&a.local.storage, &b.local.storage, a.local.len) == 0;
+}
+
+// Appends a control message to `h` (whose msg_control has room); returns its data.
+unsigned char* add_cmsg(msghdr& h, int level, int type, size_t len) {
+  // Every message added before took CMSG_SPACE bytes, so the next one starts right after.
+  auto* cm = reinterpret_cast<cmsghdr*>(static_cast<char*>(h.msg_control) + h.msg_controllen);
+  h.msg_controllen += CMSG_SPACE(len);
+  cm->cmsg_level = level;
+  cm->cmsg_type = type;
+  cm->cmsg_len = CMSG_LEN(len);
+  return CMSG_DATA(cm);
+}
+
+}  // namespace
+
 void H3Endpoint::send_datagrams() {
   std::vector<h3::Datagram> out = server_->take_datagrams();
+  // Consecutive datagrams on one path, all of one size but the last (a connection's burst),
+  // go out as one UDP GSO send (UDP_SEGMENT, Linux 4.18+) when the kernel takes it: one trip
+  // through the stack instead of one per datagram.
+  constexpr size_t kMaxSegments = 64;
+  constexpr size_t kMaxGsoBytes = 65000;
+  std::array<iovec, kBatch * kMaxSegments> iov{};
+  std::array<mmsghdr, kBatch> msgs{};
+  std::array<std::array<char, 96>, kBatch> control{};
+  std::array<size_t, kBatch> first{}, count{};
   size_t done = 0;
   while (done < out.size()) {
-    std::array<mmsghdr, kBatch> msgs{};
-    std::array<iovec, kBatch> iov{};
-    std::array<std::array<char, 64>, kBatch> control{};
-    size_t n = std::min(kBatch, out.size() - done);
-    for (size_t i = 0; i < n; ++i) {
-      h3::Datagram& d = out[done + i];
-      iov[i] = {d.data.data(), d.data.size()};
-      msghdr& h = msgs[i].msg_hdr;
-      h.msg_iov = &iov[i];
-      h.msg_iovlen = 1;
+    size_t n = 0, next = done, used_iov = 0;
+    while (n < kBatch && next < out.size()) {
+      const h3::Datagram& d = out[next];
+      size_t k = 1, bytes = d.data.size();
+      if (gso_) {
+        while (next + k < out.size() && k < kMaxSegments &&
+               out[next + k - 1].data.size() == d.data.size() &&
+               out[next + k].data.size() <= d.data.size() &&
+               bytes + out[next + k].data.size() <= kMaxGsoBytes && same_path(d, out[next + k])) {
+          bytes += out[next + k].data.size();
+          ++k;
+        }
+      }
+      first[n] = next;
+      count[n] = k;
+      msghdr& h = msgs[n].msg_hdr;
+      h = {};
+      for (size_t s = 0; s < k; ++s) {
+        auto& seg = out[next + s].data;
+        iov[used_iov + s] = {seg.data(), seg.size()};
+      }
+      h.msg_iov = &iov[used_iov];
+      h.msg_iovlen = k;
+      used_iov += k;
       h.msg_name = const_cast<sockaddr*>(d.remote.get());
       h.msg_namelen = d.remote.len;
-      if (!wildcard_) continue;
-      // Answer from the address the client sent to (the socket is bound to a wildcard).
-      h.msg_control = control[i].data();
-      if (d.local.storage.ss_family == AF_INET) {
-        h.msg_controllen = CMSG_SPACE(sizeof(in_pktinfo));
-        cmsghdr* cm = CMSG_FIRSTHDR(&h);
-        cm->cmsg_level = IPPROTO_IP;
-        cm->cmsg_type = IP_PKTINFO;
-        cm->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+      h.msg_control = control[n].data();
+      h.msg_controllen = 0;
+      if (wildcard_ && d.local.storage.ss_family == AF_INET) {
+        // Answer from the address the client sent to (the socket is bound to a wildcard).
         in_pktinfo pi{};
         pi.ipi_spec_dst = reinterpret_cast<const sockaddr_in*>(&d.local.storage)->sin_addr;
-        std::memcpy(CMSG_DATA(cm), &pi, sizeof pi);
-      } else if (d.local.storage.ss_family == AF_INET6) {
-        h.msg_controllen = CMSG_SPACE(sizeof(in6_pktinfo));
-        cmsghdr* cm = CMSG_FIRSTHDR(&h);
-        cm->cmsg_level = IPPROTO_IPV6;
-        cm->cmsg_type = IPV6_PKTINFO;
-        cm->cmsg_len = CMSG_LEN(sizeof(in6_pktinfo));
+        std::memcpy(add_cmsg(h, IPPROTO_IP, IP_PKTINFO, sizeof pi), &pi, sizeof pi);
+      } else if (wildcard_ && d.local.storage.ss_family == AF_INET6) {
         in6_pktinfo pi{};
         pi.ipi6_addr = reinterpret_cast<const sockaddr_in6*>(&d.local.storage)->sin6_addr;
-        std::memcpy(CMSG_DATA(cm), &pi, sizeof pi);
-      } else {
-        h.msg_control = nullptr;
+        std::memcpy(add_cmsg(h, IPPROTO_IPV6, IPV6_PKTINFO, sizeof pi), &pi, sizeof pi);
       }
+      if (k > 1) {
+        const uint16_t segment = static_cast<uint16_t>(d.data.size());
+        std::memcpy(add_cmsg(h, SOL_UDP, UDP_SEGMENT, sizeof segment), &segment, sizeof segment);
+      }
+      if (h.msg_controllen == 0) h.msg_control = nullptr;
+      ++n;
+      next += k;
     }
     int sent =
         ::sendmmsg(sock_.native_handle(), msgs.data(), static_cast<unsigned>(n), MSG_DONTWAIT);
     if (sent <= 0) {
+      if (count[0] > 1 && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT)) {
+        // The kernel or the device refuses GSO: send datagram by datagram from now on.
+        gso_ = false;
+        log::info("h3_gso_off").kv("port", static_cast<int>(port())).kv("errno", errno);
+        continue;
+      }
       // A full socket buffer (EAGAIN) or an unreachable peer: QUIC's loss recovery resends
-      // what matters; skip this datagram rather than block the worker.
-      ++done;
+      // what matters; skip this message rather than block the worker.
+      done = first[0] + count[0];
       continue;
     }
-    done += static_cast<size_t>(sent);
+    const size_t m = static_cast<size_t>(sent);
+    done = first[m - 1] + count[m - 1];
   }
 }
 
@@ -534,7 +584,7 @@ void H3Endpoint::finish() {
 }
 
 Result<H3Listener> open_h3(const std::vector<Worker*>& workers, const asio::ip::address& addr,
-                           uint16_t port, const ListenerKey& key) {
+                           uint16_t port, const ListenerKey& key, bool always_retry) {
   H3Listener l;
   auto peers = std::make_shared<H3Endpoint::Peers>();
   const bool wildcard = addr.is_unspecified();
@@ -561,7 +611,7 @@ Result<H3Listener> open_h3(const std::vector<Worker*>& workers, const asio::ip::
     sock.non_blocking(true, ec);
     h3::Address local = to_address(sock.local_endpoint(ec));
     auto e = std::make_shared<H3Endpoint>(*w, std::move(sock), key, local, wildcard);
-    if (auto ok = e->init(peers, workers.size()); !ok) return ok.errors();
+    if (auto ok = e->init(peers, workers.size(), always_retry); !ok) return ok.errors();
     peers->push_back(e);
     l.endpoints.push_back(std::move(e));
   }

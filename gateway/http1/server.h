@@ -25,6 +25,10 @@ namespace hsp::http1 {
 struct Options {
   int threads = 0;  // 0: one per core
   bool active_health_checks = true;
+  // HTTP/3: ask every new QUIC client to prove its address with a Retry (RFC 9000 §8.1.2), one
+  // more round trip per connection. Off: only when a worker has more than 100 handshakes in
+  // progress (a flood of Initials, possibly from spoofed addresses).
+  bool quic_retry = false;
 };
 
 // One configured listener as bound.

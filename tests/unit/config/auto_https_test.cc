@@ -346,6 +346,19 @@ a.localhost {
   EXPECT_EQ(server(c, 443)->alpn, (std::vector<std::string>{"http/1.1"}));
   EXPECT_TRUE(server(c, 8080)->h2c);
   EXPECT_FALSE(load(":8080 {\n}\n").servers[0].h2c);
+  // No h3 in the list: no QUIC listener beside the HTTPS one.
+  EXPECT_FALSE(server(c, 443)->h3);
+}
+
+TEST(AutoHttps, Http3IsOnForHttpsServersByDefault) {
+  Config c = load("a.localhost {\n}\n:8080 {\n}\n");
+  ASSERT_TRUE(server(c, 443) && server(c, 8080));
+  EXPECT_TRUE(server(c, 443)->h3);    // Caddy 2.6's default protocols are h1 h2 h3
+  EXPECT_FALSE(server(c, 8080)->h3);  // QUIC is TLS: never on a cleartext listener
+  Config only3 = load("{\n\tservers {\n\t\tprotocols h3\n\t}\n}\na.localhost {\n}\n");
+  ASSERT_TRUE(server(only3, 443));
+  EXPECT_TRUE(server(only3, 443)->h3);
+  EXPECT_TRUE(server(only3, 443)->alpn.empty());
 }
 
 TEST(AutoHttps, RedirectsAreNotPrintedByAdapt) {
