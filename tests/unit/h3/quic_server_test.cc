@@ -687,6 +687,16 @@ TEST_F(QuicServerTest, UnknownVersionGetsVersionNegotiation) {
   EXPECT_TRUE(server_->take_datagrams().empty());
 }
 
+// Debian's ngtcp2 asserts on empty buffers: an empty datagram (anyone can send one) must never
+// reach it, in either entry point.
+TEST_F(QuicServerTest, EmptyDatagramIsDropped) {
+  std::vector<uint8_t> none;
+  EXPECT_FALSE(QuicServer::owner_of(none).has_value());
+  server_->receive(none, loopback(443), loopback(40000), now_ns());
+  EXPECT_TRUE(server_->take_datagrams().empty());
+  EXPECT_EQ(server_->stats().datagrams_dropped, 1u);
+}
+
 TEST_F(QuicServerTest, ShortInitialOpensNoConnection) {
   MemoryClient client({"h3"});
   ASSERT_TRUE(client.start(loopback(40000), loopback(443)));
