@@ -1305,10 +1305,28 @@ void QuicServer::receive(std::span<const uint8_t> data, const Address& local, co
     return;
   }
   if (shutting_down_) {
-    ++stats_.datagrams_dropped;
+    refuse(data, local, remote);
     return;
   }
   accept(data, local, remote, now);
+}
+
+void QuicServer::refuse(std::span<const uint8_t> data, const Address& local,
+                        const Address& remote) {
+  // Shutting down: a new client's Initial gets CONNECTION_REFUSED at once (RFC 9000 §20.1),
+  // statelessly and smaller than the Initial, instead of waiting out its handshake timeout.
+  ngtcp2_pkt_hd hd;
+  if (ngtcp2_accept(&hd, data.data(), data.size()) != 0) {
+    ++stats_.datagrams_dropped;
+    return;
+  }
+  std::vector<uint8_t> buf(std::min(kMaxUdpPayload, data.size()));
+  ngtcp2_ssize n =
+      ngtcp2_crypto_write_connection_close(buf.data(), buf.size(), hd.version, &hd.scid, &hd.dcid,
+                                           NGTCP2_CONNECTION_REFUSED, nullptr, 0);
+  if (n <= 0) return;
+  buf.resize(static_cast<size_t>(n));
+  out_.push_back(Datagram{local, remote, std::move(buf)});
 }
 
 void QuicServer::accept(std::span<const uint8_t> data, const Address& local, const Address& remote,

@@ -274,6 +274,7 @@ class QuicServer {
 
   void accept(std::span<const uint8_t> data, const Address& local, const Address& remote,
               uint64_t now);
+  void refuse(std::span<const uint8_t> data, const Address& local, const Address& remote);
   void send_version_negotiation(const uint8_t* dcid, size_t dcidlen, const uint8_t* scid,
                                 size_t scidlen, const Address& local, const Address& remote);
   // hd: the client's Initial (from ngtcp2_accept), `size` its datagram's size.

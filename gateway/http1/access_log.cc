@@ -131,7 +131,8 @@ void log_exchange(ExchangeLog& x, const http::Request& r, bool aborting) {
   rec.uri = x.orig_uri;
   rec.status = x.status;
   rec.size = x.sent;
-  rec.ts = x.ts;
+  // Caddy stamps the line when it is written, as the request ends (zap's entry time).
+  rec.ts = std::chrono::system_clock::now();
   rec.duration_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - x.start).count();
   rec.resp_headers = &x.resp_headers;

@@ -25,12 +25,11 @@ struct AccessRecord {
   uint64_t bytes_read = 0;  // request body bytes read
 };
 
-// What every exchange keeps for its access-log line, whatever the protocol: the HTTP/1.1 and
-// HTTP/2 sessions fill one per request and end it with log_exchange().
+// What every exchange keeps for its access-log line, whatever the protocol: the HTTP/1.1,
+// HTTP/2 and HTTP/3 sessions fill one per request and end it with log_exchange().
 struct ExchangeLog {
   std::string orig_uri;  // request-target as received (rewrites change the request's)
   std::chrono::steady_clock::time_point start;
-  std::chrono::system_clock::time_point ts;
   int status = 0;
   uint64_t sent = 0;        // response body bytes written downstream
   uint64_t bytes_read = 0;  // request body bytes read from the client

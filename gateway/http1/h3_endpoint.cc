@@ -91,7 +91,10 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
     return true;
   }
 
+  // Idempotent: a listener that replaces another may take over its running endpoints.
   void start() {
+    if (started_) return;
+    started_ = true;
     auto self = shared_from_this();
     asio::co_spawn(*w_.ioc, receive_loop(), [self](std::exception_ptr e) {
       if (e) self->log_failure("h3_receive_loop_failed", e);
@@ -205,7 +208,8 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
   std::unordered_map<const tls::CertifiedKey*, std::shared_ptr<const h3::ServerCredentials>> creds_;
   uint64_t armed_for_ = UINT64_MAX;  // the expiry the timer was set for
   int64_t counted_conns_ = 0;        // our share of Shared::open_conns
-  bool gso_ = true;                  // UDP_SEGMENT, until the kernel refuses it
+  bool started_ = false;
+  bool gso_ = true;  // UDP_SEGMENT, until the kernel refuses it
   bool flush_posted_ = false;
   bool stopping_ = false;
   bool aborted_ = false;
@@ -615,6 +619,7 @@ Result<H3Listener> open_h3(const std::vector<Worker*>& workers, const asio::ip::
     peers->push_back(e);
     l.endpoints.push_back(std::move(e));
   }
+  l.port = port;
   return l;
 }
 

@@ -105,7 +105,6 @@ asio::awaitable<void> MuxConn::serve_stream(std::shared_ptr<MuxStream> sp) {
   MuxExchange x;
   x.snap = w_.reader.current();  // kept until this request ends, whatever reloads happen
   x.start = Clock::now();
-  x.ts = std::chrono::system_clock::now();
   http::Request& r = st.req;
   x.orig_uri = r.orig_uri;
   // As for HTTP/1.1, the access log shows the request after the handlers (the uri as received,

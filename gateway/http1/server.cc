@@ -16,6 +16,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <map>
 #include <optional>
 
 #include "http1/h3_endpoint.h"
@@ -119,6 +120,9 @@ struct DataPlane::Impl {
   using Guard = asio::executor_work_guard<asio::io_context::executor_type>;
   std::vector<Guard> guards;
   bool running = false;
+  // During sync_listeners: the QUIC sockets of replaced listeners, by (bind_host, port), for
+  // the listener that replaces them.
+  std::map<std::pair<std::string, uint16_t>, H3Listener> carried_h3;
 
   Errors open(const ListenerKey& key, Listener& out);
   void start_accepting(Listener& l);
@@ -210,7 +214,16 @@ Errors DataPlane::Impl::open(const ListenerKey& key, Listener& out) {
     }
     out.tls = std::move(*tls);
   }
-  if (key.h3) {
+  auto carried = carried_h3.find({key.bind_host, key.port});
+  if (key.h3 && carried != carried_h3.end() && !carried->second.endpoints.empty() &&
+      carried->second.port == port) {
+    // The listener was replaced for another reason (its ALPN list): its QUIC connections go on
+    // on the same sockets. A new socket set beside the old one would split the port's
+    // SO_REUSEPORT group between a draining server and a fresh one, each dropping the other's
+    // packets.
+    out.h3 = std::move(carried->second);
+    carried_h3.erase(carried);
+  } else if (key.h3) {
     // HTTP/3 on the same address and port, over UDP.
     std::vector<Worker*> ws;
     for (auto& w : workers) ws.push_back(w.get());
@@ -342,6 +355,16 @@ Errors DataPlane::sync_listeners() {
   // Removed first, so that a port moving between bind addresses can be bound again.
   for (auto it = m.listeners.begin(); it != m.listeners.end();) {
     if (std::find(want.begin(), want.end(), it->key) == want.end()) {
+      const bool h3_stays =
+          it->key.h3 && std::any_of(want.begin(), want.end(), [&](auto& k) {
+            return k.h3 && k.bind_host == it->key.bind_host && k.port == it->key.port;
+          });
+      if (h3_stays) {
+        H3Listener& h3 = m.carried_h3[{it->key.bind_host, it->key.port}];
+        h3 = std::move(it->h3);
+        h3.port = it->port;
+        it->h3 = {};
+      }
       m.close(*it);
       it = m.listeners.erase(it);
     } else {
@@ -361,6 +384,9 @@ Errors DataPlane::sync_listeners() {
     m.start_accepting(l);
     m.listeners.push_back(std::move(l));
   }
+  // Carried sockets nobody took (the new listener failed to bind): drain them as closed.
+  for (auto& [where, h3] : m.carried_h3) close_h3(h3);
+  m.carried_h3.clear();
   return errs;
 }
 

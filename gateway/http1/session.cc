@@ -658,7 +658,6 @@ asio::awaitable<bool> Session<Stream>::handle_request() {
   x.method = r.method;
   x.orig_uri = r.orig_uri;
   x.start = Clock::now();
-  x.ts = std::chrono::system_clock::now();
   x.body_consumed = p.is_done();
   x.head_fields = field_count(m);
 

@@ -376,8 +376,10 @@ class Browser:
             argv = ["strace", "-f", "-qq", "-e",
                     "trace=connect,sendto,sendmsg,sendmmsg,close",
                     "-o", strace_log] + argv
-        # os.pipe() takes the lowest free fds, so after these two 3 and 4 are open in any case
-        # (ours or the caller's), which pass_fds requires; _child_setup puts ours there.
+        # The pipe goes to the browser as fds 3 and 4 through _child_setup's dup2 (which clears
+        # close-on-exec). close_fds stays off: pass_fds=(3, 4) would need 3 and 4 open in this
+        # process at fork time, and another thread of a test may close them at any moment
+        # (EBADF, seen). Every other fd Python opened is close-on-exec and ends at exec.
         cmd_r, self._cmd_w = os.pipe()
         self._resp_r, resp_w = os.pipe()
         self._buf = b""
@@ -388,7 +390,7 @@ class Browser:
             with open(self.log_path, "wb") as logf:
                 self.proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                    env=env, cwd=self.dir, start_new_session=True, pass_fds=(3, 4),
+                    env=env, cwd=self.dir, start_new_session=True, close_fds=False,
                     preexec_fn=lambda: _child_setup(cmd_r, resp_w))
         except BaseException:
             for fd in (cmd_r, resp_w, self._cmd_w, self._resp_r):
