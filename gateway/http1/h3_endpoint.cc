@@ -63,9 +63,11 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
         timer_(*w.ioc),
         rx_(kBatch * kSlot) {}
 
-  Result<bool> init(std::shared_ptr<Peers> peers, size_t worker_count, bool always_retry) {
+  // On the control thread (the worker's snapshot reader is its own thread's: `g` comes from
+  // the store).
+  Result<bool> init(std::shared_ptr<Peers> peers, size_t worker_count, bool always_retry,
+                    const config::GlobalOptions& g) {
     peers_ = std::move(peers);
-    const config::GlobalOptions& g = w_.reader.current()->config().global;
     h3::ServerOptions o;
     o.handler = this;
     o.always_retry = always_retry;
@@ -588,7 +590,8 @@ void H3Endpoint::finish() {
 }
 
 Result<H3Listener> open_h3(const std::vector<Worker*>& workers, const asio::ip::address& addr,
-                           uint16_t port, const ListenerKey& key, bool always_retry) {
+                           uint16_t port, const ListenerKey& key, bool always_retry,
+                           const config::GlobalOptions& g) {
   H3Listener l;
   auto peers = std::make_shared<H3Endpoint::Peers>();
   const bool wildcard = addr.is_unspecified();
@@ -615,7 +618,7 @@ Result<H3Listener> open_h3(const std::vector<Worker*>& workers, const asio::ip::
     sock.non_blocking(true, ec);
     h3::Address local = to_address(sock.local_endpoint(ec));
     auto e = std::make_shared<H3Endpoint>(*w, std::move(sock), key, local, wildcard);
-    if (auto ok = e->init(peers, workers.size(), always_retry); !ok) return ok.errors();
+    if (auto ok = e->init(peers, workers.size(), always_retry, g); !ok) return ok.errors();
     peers->push_back(e);
     l.endpoints.push_back(std::move(e));
   }

@@ -35,8 +35,10 @@ struct H3Listener {
 // Binds one UDP socket per worker on `addr`:`port` (the TCP listener's address and bound port)
 // on that worker's io_context. Errors name the address.
 // `always_retry`: every new connection is asked for a Retry first (else only under load).
+// `g`: the current config's global options (header limits). Call on the control thread.
 Result<H3Listener> open_h3(const std::vector<Worker*>& workers, const asio::ip::address& addr,
-                           uint16_t port, const ListenerKey& key, bool always_retry);
+                           uint16_t port, const ListenerKey& key, bool always_retry,
+                           const config::GlobalOptions& g);
 // Starts the receive loops (on each worker's thread).
 void start_h3(H3Listener& l);
 // Stops accepting connections; existing ones get GOAWAY and drain, then each socket closes.

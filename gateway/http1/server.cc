@@ -227,7 +227,8 @@ Errors DataPlane::Impl::open(const ListenerKey& key, Listener& out) {
     // HTTP/3 on the same address and port, over UDP.
     std::vector<Worker*> ws;
     for (auto& w : workers) ws.push_back(w.get());
-    auto h3 = open_h3(ws, bound_addr, port, key, opts.quic_retry);
+    engine::SnapshotPtr snap = store.load();
+    auto h3 = open_h3(ws, bound_addr, port, key, opts.quic_retry, snap->config().global);
     if (!h3) {
       for (auto& a : out.acceptors) a->close(ec);
       out.acceptors.clear();
