@@ -433,6 +433,7 @@ class Connection {
   Result<bool> submit_response(int64_t stream_id, const http::ResponseHead& head, bool end) {
     Stream* st = find(stream_id);
     if (st == nullptr || dead_) return make_error("stream is gone");
+    if (st->reset) return make_error("stream was reset");
     if (st->response_submitted) return make_error("response already submitted");
     std::string status = std::to_string(head.status);
     h2::detail::Fields fields = h2::detail::h2_fields(head.headers, false);
@@ -454,6 +455,7 @@ class Connection {
   Result<size_t> send_data(int64_t stream_id, std::string_view data) {
     Stream* st = find(stream_id);
     if (st == nullptr || dead_) return make_error("stream is gone");
+    if (st->reset) return make_error("stream was reset");
     if (!st->body_open || st->ended) return make_error("no response body open on this stream");
     const size_t limit = server_.options_.stream_buffer_bytes;
     size_t n = st->held >= limit ? 0 : std::min(data.size(), limit - st->held);
@@ -468,6 +470,7 @@ class Connection {
   Result<bool> end_stream(int64_t stream_id, std::optional<http::HeaderMap> trailers) {
     Stream* st = find(stream_id);
     if (st == nullptr || dead_) return make_error("stream is gone");
+    if (st->reset) return make_error("stream was reset");
     if (!st->body_open || st->ended) return make_error("no response body open on this stream");
     st->ended = true;
     if (trailers && !trailers->empty()) st->trailers = std::move(trailers);
@@ -493,6 +496,8 @@ class Connection {
     if (st == nullptr || dead_) return;
     // Both directions: the response stops, and the client stops sending a body nobody reads.
     ngtcp2_conn_shutdown_stream(conn_, stream_id, code);
+    st->reset = true;
+    st->notify_ready = false;
     mark_dirty();
   }
 
@@ -523,6 +528,7 @@ class Connection {
     bool ended = false;
     bool would_block = false;  // the reader said WOULDBLOCK: resume on new bytes
     bool notify_ready = false;
+    bool reset = false;  // reset by the handler: no more body, no more on_send_ready
     std::deque<std::string> chunks;
     size_t handed = 0;   // chunks at the front already given to nghttp3
     size_t held = 0;     // bytes in chunks
@@ -845,9 +851,15 @@ class Connection {
     if (c->h3_ == nullptr) return NGTCP2_ERR_CALLBACK_FAILURE;
     nghttp3_ssize n =
         nghttp3_conn_read_stream(c->h3_, stream_id, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN);
-    // A malformed request needs no handling here: nghttp3 0.8's server side resets just that
-    // stream with H3_MESSAGE_ERROR through h3_stop_sending/h3_reset_stream and reads on
-    // (RFC 9114 §4.1.2; MalformedRequestResetsOnlyItsStream). Errors left are connection errors.
+    // A malformed request is a stream error (RFC 9114 §4.1.2). nghttp3 0.8 resets a request
+    // with bad fields itself (through h3_stop_sending/h3_reset_stream) and reads on, but a body
+    // that contradicts its content-length comes back here as MALFORMED_HTTP_MESSAGING: that
+    // stream alone is reset. Other errors are the connection's.
+    if ((n == NGHTTP3_ERR_MALFORMED_HTTP_MESSAGING || n == NGHTTP3_ERR_MALFORMED_HTTP_HEADER) &&
+        ngtcp2_is_bidi_stream(stream_id)) {
+      c->message_error(stream_id, len);
+      return 0;
+    }
     if (n < 0) {
       c->set_app_error(nghttp3_err_infer_quic_app_error_code(static_cast<int>(n)));
       return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -871,18 +883,42 @@ class Connection {
     if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)) {
       app_error_code = NGHTTP3_H3_NO_ERROR;
     }
+    // The stream is gone at the QUIC level: the client may open another (100 at a time). Given
+    // back here rather than when nghttp3 lets go of it: nghttp3 keeps a request that waits for
+    // QPACK encoder data past its close, and never lets go when that data never comes.
+    if (ngtcp2_is_bidi_stream(stream_id)) ngtcp2_conn_extend_max_streams_bidi(conn, 1);
     if (c->h3_ == nullptr) return 0;
     int rv = nghttp3_conn_close_stream(c->h3_, stream_id, app_error_code);
-    if (rv == NGHTTP3_ERR_STREAM_NOT_FOUND) {
-      // nghttp3 never saw it: give the stream credit back here instead of h3_stream_close.
-      if (ngtcp2_is_bidi_stream(stream_id)) ngtcp2_conn_extend_max_streams_bidi(conn, 1);
-      return 0;
-    }
-    if (rv != 0) {
+    if (rv != 0 && rv != NGHTTP3_ERR_STREAM_NOT_FOUND) {
       c->set_app_error(nghttp3_err_infer_quic_app_error_code(rv));
       return NGTCP2_ERR_CALLBACK_FAILURE;
     }
+    // Such a request (blocked on QPACK) is over for us too: tell the handler now.
+    c->forget_stream(stream_id);
     return 0;
+  }
+
+  // A request nghttp3 found malformed after its head (a body that contradicts content-length):
+  // reset both ways with H3_MESSAGE_ERROR; the handler abandons it. The bytes of the offending
+  // read are given back to the connection window (nobody will consume them).
+  void message_error(int64_t stream_id, size_t len) {
+    ngtcp2_conn_extend_max_offset(conn_, len);
+    nghttp3_conn_shutdown_stream_read(h3_, stream_id);
+    ngtcp2_conn_shutdown_stream(conn_, stream_id, kH3MessageError);
+    Stream* st = find(stream_id);
+    if (st == nullptr) return;
+    st->rejected = true;
+    if (st->delivered) server_.options_.handler->on_stream_reset(id_, stream_id);
+  }
+
+  // The stream is over: its state goes, and the handler hears of it (once).
+  void forget_stream(int64_t stream_id) {
+    auto it = streams_.find(stream_id);
+    if (it == streams_.end()) return;
+    std::unique_ptr<Stream> st = std::move(it->second);
+    streams_.erase(it);
+    if (st->delivered) server_.options_.handler->on_stream_closed(id_, stream_id);
+    mark_dirty();  // a draining connection may now be done
   }
 
   // The client stopped sending (RESET_STREAM) or reading (STOP_SENDING) a stream.
@@ -1099,15 +1135,8 @@ class Connection {
   }
 
   static int h3_stream_close(nghttp3_conn*, int64_t stream_id, uint64_t, void* user_data, void*) {
-    Connection* c = self(user_data);
-    // The request stream is gone: the client may open another (100 at a time).
-    if (ngtcp2_is_bidi_stream(stream_id)) ngtcp2_conn_extend_max_streams_bidi(c->conn_, 1);
-    auto it = c->streams_.find(stream_id);
-    if (it == c->streams_.end()) return 0;
-    std::unique_ptr<Stream> st = std::move(it->second);
-    c->streams_.erase(it);
-    if (st->delivered) c->server_.options_.handler->on_stream_closed(c->id_, stream_id);
-    c->mark_dirty();  // a draining connection may now be done
+    // Stream credit went back in on_stream_close (the QUIC stream's end).
+    self(user_data)->forget_stream(stream_id);
     return 0;
   }
 

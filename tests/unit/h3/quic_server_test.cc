@@ -615,6 +615,75 @@ TEST_F(QuicServerTest, MalformedRequestResetsOnlyItsStream) {
   EXPECT_EQ(server_->connection_count(), 1u);
 }
 
+// QPACK (RFC 9204 Appendix A) with static-table references only: required insert count 0,
+// base 0, then the field lines; wrapped in a HEADERS frame.
+std::string headers_frame(const std::string& fields) {
+  std::string block = std::string("\x00\x00", 2) + fields;
+  return std::string("\x01") + static_cast<char>(block.size()) + block;
+}
+// POST (20), :scheme https (23), :path / (1), :authority "x.test".
+const std::string kPostFields = "\xd4\xd7\xc1\x50\x06x.test";
+// GET (17), :scheme https (23), :path / (1), :authority "x.test".
+const std::string kGetFields = "\xd1\xd7\xc1\x50\x06x.test";
+
+// A body that contradicts its content-length is a malformed request, a stream error (RFC 9114
+// §4.1.2): nghttp3 reports it from the read, and only that stream may end.
+TEST_F(QuicServerTest, ContentLengthMismatchResetsOnlyItsStream) {
+  hello_.hold = true;  // the good request stays open while the bad one fails
+  MemoryClient client({"h3"});
+  Exchange ex = exchange(*server_, client);
+  ASSERT_TRUE(ex.handshake_completed);
+  int64_t good = client.send_request(headers_frame(kGetFields));
+  pump(*server_, client, ex, [&] { return hello_.requests.size() == 1; });
+  ASSERT_EQ(hello_.requests.size(), 1u);
+  // content-length: 5 (static entry 4's name, literal value), then a DATA frame of 3 bytes.
+  int64_t bad = client.send_request(headers_frame(kPostFields + "\x54\x01"
+                                                                "5") +
+                                    std::string("\x00\x03abc"));
+  pump(*server_, client, ex, [&] { return client.stream(bad).reset_code >= 0; });
+  EXPECT_FALSE(ex.closed_by_server);
+  EXPECT_EQ(client.stream(bad).reset_code, static_cast<int64_t>(NGHTTP3_H3_MESSAGE_ERROR));
+  // The other request still gets its answer on the same connection.
+  hello_.hold = false;
+  auto [conn, id] = hello_.streams.front();
+  http::ResponseHead head;
+  ASSERT_TRUE(server_->submit_response(conn, id, head, true));
+  server_->flush(now_ns());
+  pump(*server_, client, ex, [&] { return client.stream(good).fin; });
+  EXPECT_TRUE(client.stream(good).fin);
+  EXPECT_FALSE(ex.closed_by_server);
+  EXPECT_EQ(server_->connection_count(), 1u);
+}
+
+// A request whose head waits for a QPACK dynamic-table entry that never comes stays blocked in
+// nghttp3, which never reports it closed. When the client gives up on it, the QUIC stream's end
+// must still give the stream back (MAX_STREAMS), or a few such requests exhaust the connection.
+TEST_F(QuicServerTest, QpackBlockedRequestsGiveTheirStreamsBack) {
+  remake_server([](ServerOptions& o) { o.max_bidi_streams = 2; });
+  MemoryClient client({"h3"});
+  Exchange ex = exchange(*server_, client);
+  ASSERT_TRUE(ex.handshake_completed);
+  // Required insert count 1 (encoded 2), base 1, then dynamic entry 0: never inserted.
+  const std::string blocked = std::string("\x01\x03\x02\x00\x80", 5);
+  const auto quiet = [] { return true; };  // pump() then stops once nothing moves
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 2; ++i) ids.push_back(client.send_request(blocked));
+  pump(*server_, client, ex, quiet);
+  ASSERT_EQ(ngtcp2_conn_get_streams_bidi_left(client.native()), 0u);
+  for (int64_t id : ids) ngtcp2_conn_shutdown_stream(client.native(), id, 0x10c);
+  pump(*server_, client, ex,
+       [&] { return ngtcp2_conn_get_streams_bidi_left(client.native()) == 2; });
+  ASSERT_EQ(ngtcp2_conn_get_streams_bidi_left(client.native()), 2u);
+  // Both slots are free again: two more requests get their answers.
+  int64_t a = client.send_request(headers_frame(kGetFields));
+  int64_t b = client.send_request(headers_frame(kGetFields));
+  pump(*server_, client, ex, [&] { return client.stream(a).fin && client.stream(b).fin; });
+  EXPECT_TRUE(client.stream(a).fin);
+  EXPECT_TRUE(client.stream(b).fin);
+  EXPECT_FALSE(ex.closed_by_server);
+  EXPECT_EQ(hello_.answered, 2u);
+}
+
 TEST_F(QuicServerTest, CertificateIsChosenBySni) {
   auto ca = tls::LocalCa::open(tmp_.file("sni"));
   ASSERT_TRUE(ca);
