@@ -1,5 +1,6 @@
-// Shared by the HTTP/2 codec fuzz targets (h2_server_fuzz.cc, h2_client_fuzz.cc): failing an
-// invariant, the decision generator, field checks, and the checker of the frames a codec writes.
+// Shared by the HTTP/2 codec fuzz targets (h2_server_fuzz.cc, h2_client_fuzz.cc) and, for the
+// parts that are not HTTP/2's own, the HTTP/3 one (h3_server_fuzz.cc): failing an invariant,
+// the decision generator, field checks, and the checker of the frames an HTTP/2 codec writes.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +8,8 @@
 #include <cstdlib>
 #include <map>
 #include <string_view>
+
+#include "http/message.h"
 
 namespace h2fuzz {
 
@@ -49,6 +52,26 @@ inline bool bad_name(std::string_view n) {
       return true;
   }
   return false;
+}
+
+// RFC 9113 §8.2.2 / RFC 9114 §4.2: never framed in HTTP/2 or HTTP/3.
+inline bool connection_specific(std::string_view n) {
+  return n == "connection" || n == "keep-alive" || n == "proxy-connection" ||
+         n == "transfer-encoding" || n == "upgrade";
+}
+
+// What a server codec may put on the wire for a request's fields (HTTP/2 and HTTP/3 share the
+// rules): valid lower-case names and values, nothing connection-specific, no host field (the
+// authority carries it), `te` only as "trailers" in a head.
+inline void check_fields(const hsp::http::HeaderMap& fields, bool trailers, int64_t id) {
+  auto sid = static_cast<int32_t>(id);
+  for (const auto& [name, value] : fields) {
+    if (bad_name(name)) fail("field name with upper case or a non-token byte", sid);
+    if (has_ctl(value)) fail("field value with CR, LF or NUL", sid);
+    if (connection_specific(name)) fail("connection-specific field forwarded", sid);
+    if (!trailers && name == "host") fail("host field forwarded (authority carries it)", sid);
+    if (name == "te" && (trailers || value != "trailers")) fail("te other than trailers", sid);
+  }
 }
 
 // The frames the codec writes, parsed back (RFC 9113 §4.1) and checked against the stream state

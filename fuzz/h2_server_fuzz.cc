@@ -56,21 +56,6 @@ using hsp::h2::ServerConnection;
 constexpr size_t kConfigBytes = 8;
 constexpr std::string_view kPreface("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
-bool connection_specific(std::string_view n) {
-  return n == "connection" || n == "keep-alive" || n == "proxy-connection" ||
-         n == "transfer-encoding" || n == "upgrade";
-}
-
-void check_fields(const hsp::http::HeaderMap& fields, bool trailers, int32_t id) {
-  for (const auto& [name, value] : fields) {
-    if (bad_name(name)) fail("field name with upper case or a non-token byte", id);
-    if (has_ctl(value)) fail("field value with CR, LF or NUL", id);
-    if (connection_specific(name)) fail("connection-specific field forwarded", id);
-    if (!trailers && name == "host") fail("host field forwarded (authority carries it)", id);
-    if (name == "te" && (trailers || value != "trailers")) fail("te other than trailers", id);
-  }
-}
-
 struct StreamState {
   bool closed = false;
   bool ended = false;  // on_request_end seen (or the head carried END_STREAM)

@@ -250,22 +250,6 @@ std::shared_ptr<const ServerCredentials> credentials() {
 
 // --- the handler ------------------------------------------------------------------------------
 
-bool connection_specific(std::string_view n) {
-  return n == "connection" || n == "keep-alive" || n == "proxy-connection" ||
-         n == "transfer-encoding" || n == "upgrade";
-}
-
-void check_fields(const hsp::http::HeaderMap& fields, bool trailers, int64_t id) {
-  auto sid = static_cast<int32_t>(id);
-  for (const auto& [name, value] : fields) {
-    if (bad_name(name)) fail("field name with upper case or a non-token byte", sid);
-    if (has_ctl(value)) fail("field value with CR, LF or NUL", sid);
-    if (connection_specific(name)) fail("connection-specific field forwarded", sid);
-    if (!trailers && name == "host") fail("host field forwarded (authority carries it)", sid);
-    if (name == "te" && (trailers || value != "trailers")) fail("te other than trailers", sid);
-  }
-}
-
 // What the client must see on a response stream the handler answered.
 struct Expected {
   int status = 0;

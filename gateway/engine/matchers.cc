@@ -662,8 +662,10 @@ bool CompiledMatcherSet::match(DispatchState& st) const {
     // no keys listed matches only a request without a query.
     bool ok = query.empty() && parsed.empty();
     for (const auto& [key, vals] : query) {
+      // A named reference: clang 14 (the fuzz build) cannot capture a structured binding.
+      const std::string& name = key;
       auto it = std::find_if(parsed.begin(), parsed.end(),
-                             [&](const auto& kv) { return kv.first == key; });
+                             [&](const auto& kv) { return kv.first == name; });
       if (it == parsed.end()) continue;
       for (const auto& v : vals) {
         if (v == "*" || v == it->second) ok = true;
