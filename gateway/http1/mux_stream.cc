@@ -347,6 +347,9 @@ asio::awaitable<void> MuxConn::proxy(std::shared_ptr<MuxStream> sp, MuxExchange&
     }
 
     beast::flat_buffer ubuf;
+    // Beast reads at most the buffer's free capacity (512 bytes when it has none): without room
+    // a large response body would come up 512 bytes per system call.
+    ubuf.reserve(kBodyChunk);
     std::optional<ResParser> rpar;
     for (;;) {
       rpar.emplace();

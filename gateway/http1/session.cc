@@ -1171,6 +1171,9 @@ asio::awaitable<bool> Session<Stream>::proxy(Exchange& x, engine::RequestCtx& ct
 
     // The response head; interim 1xx answers other than 101 are skipped.
     beast::flat_buffer ubuf;
+    // Beast reads at most the buffer's free capacity (512 bytes when it has none): without room
+    // a large response body would come up 512 bytes per system call.
+    ubuf.reserve(kBodyChunk);
     std::optional<ResParser> rpar;
     for (;;) {
       rpar.emplace();
