@@ -255,6 +255,9 @@ class QuicServer {
   // GOAWAY on every connection (open requests finish, new ones are refused), no new
   // connections; a connection closes once its requests are done. Call flush() after.
   void shutdown_graceful(uint64_t now);
+  // Accepts new connections again after shutdown_graceful(); connections that got GOAWAY still
+  // close once their requests are done.
+  void resume_accepting() { shutting_down_ = false; }
   // Closes every connection at once (CONNECTION_CLOSE H3_NO_ERROR); streams are abandoned.
   void close_all(uint64_t now);
   bool shutting_down() const { return shutting_down_; }

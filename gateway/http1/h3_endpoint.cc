@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/udp.hpp>
@@ -43,6 +44,29 @@ constexpr size_t kSlot = 2048;         // bytes per received datagram (QUIC: <= 
 constexpr size_t kBatchesPerTurn = 8;  // then other work on the thread gets a turn
 constexpr auto kWatchdogTick = std::chrono::milliseconds(250);
 constexpr uint16_t kTls13 = 0x0304;  // OpenSSL's TLS1_3_VERSION
+
+// Opens `sock` bound to `ep` with SO_REUSEPORT (one socket per worker on the same port).
+bool open_udp(udp::socket& sock, const udp::endpoint& ep, boost::system::error_code& ec) {
+  sock.open(ep.protocol(), ec);
+  if (ec) return false;
+  int one = 1;
+  ::setsockopt(sock.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (ep.address().is_v6() && ep.address().is_unspecified()) {
+    sock.set_option(asio::ip::v6_only(false), ec);
+  }
+  // Room for bursts: a loaded worker drains the socket once per loop turn.
+  sock.set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
+  sock.set_option(asio::socket_base::send_buffer_size(4 << 20), ec);
+  ec = {};
+  sock.bind(ep, ec);
+  if (!ec) sock.non_blocking(true, ec);
+  if (ec) {
+    boost::system::error_code ignored;
+    sock.close(ignored);
+    return false;
+  }
+  return true;
+}
 
 h3::Address to_address(const udp::endpoint& ep) {
   return h3::Address::from(ep.data(), static_cast<socklen_t>(ep.size()));
@@ -84,13 +108,7 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
     auto server = h3::QuicServer::create(nullptr, std::move(o));
     if (!server) return server.errors();
     server_ = std::move(*server);
-    if (wildcard_) {
-      // The destination address of each datagram, so that answers leave from it.
-      int one = 1;
-      ::setsockopt(sock_.native_handle(), IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
-      ::setsockopt(sock_.native_handle(), IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
-    }
-    return true;
+    return configure_pktinfo();
   }
 
   // Idempotent: a listener that replaces another may take over its running endpoints.
@@ -105,6 +123,35 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
       if (e) self->log_failure("h3_timer_loop_failed", e);
     });
   }
+
+  // Accepting again after stop_accepting(), when the listener comes back on the same address
+  // and port (a reload turned h3 off and on again): connections that got GOAWAY still drain,
+  // new ones are served by this endpoint. A new socket beside this one would split the port's
+  // SO_REUSEPORT group between a draining server and a fresh one, each refusing or dropping
+  // the other's packets. When the endpoint has already closed its socket, it binds a new one.
+  // On the worker's thread.
+  void resume() {
+    if (finished_) {
+      boost::system::error_code ec;
+      if (!bind_socket(ec)) {
+        log::error("h3_listener_reopen_failed")
+            .kv("addr", local_.str())
+            .kv("worker", w_.index)
+            .kv("error", ec.message());
+        return;
+      }
+      finished_ = false;
+      done_.store(false, std::memory_order_release);
+      started_ = false;
+      aborted_ = false;
+    }
+    stopping_ = false;
+    server_->resume_accepting();
+    start();
+  }
+
+  // Whether the endpoint has closed its socket for good (any thread).
+  bool done() const { return done_.load(std::memory_order_acquire); }
 
   // On the worker's thread.
   void stop_accepting() {
@@ -184,6 +231,19 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
   void watchdog();
   void finish();
   std::shared_ptr<const h3::ServerCredentials> credentials_for(std::string_view sni);
+  bool bind_socket(boost::system::error_code& ec) {
+    udp::endpoint ep;
+    std::memcpy(ep.data(), local_.get(), local_.len);
+    return open_udp(sock_, ep, ec) && configure_pktinfo();
+  }
+  bool configure_pktinfo() {
+    if (!wildcard_) return true;
+    // The destination address of each datagram, so that answers leave from it.
+    int one = 1;
+    ::setsockopt(sock_.native_handle(), IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+    ::setsockopt(sock_.native_handle(), IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
+    return true;
+  }
   void log_failure(const char* what, std::exception_ptr e) {
     try {
       std::rethrow_exception(e);
@@ -210,6 +270,7 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
   std::unordered_map<const tls::CertifiedKey*, std::shared_ptr<const h3::ServerCredentials>> creds_;
   uint64_t armed_for_ = UINT64_MAX;  // the expiry the timer was set for
   int64_t counted_conns_ = 0;        // our share of Shared::open_conns
+  std::atomic<bool> done_{false};    // finished_, for other threads
   bool started_ = false;
   bool gso_ = true;  // UDP_SEGMENT, until the kernel refuses it
   bool flush_posted_ = false;
@@ -579,6 +640,7 @@ void H3Endpoint::watchdog() {
 void H3Endpoint::finish() {
   if (finished_) return;
   finished_ = true;
+  done_.store(true, std::memory_order_release);
   if (counted_conns_ != 0) {
     w_.shared.open_conns.fetch_sub(counted_conns_, std::memory_order_relaxed);
     counted_conns_ = 0;
@@ -604,18 +666,7 @@ Result<H3Listener> open_h3(const std::vector<Worker*>& workers, const asio::ip::
   for (Worker* w : workers) {
     boost::system::error_code ec;
     udp::socket sock(*w->ioc);
-    sock.open(ep.protocol(), ec);
-    if (ec) return fail("socket", ec);
-    int one = 1;
-    ::setsockopt(sock.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (addr.is_v6() && addr.is_unspecified()) sock.set_option(asio::ip::v6_only(false), ec);
-    // Room for bursts: a loaded worker drains the socket once per loop turn.
-    sock.set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
-    sock.set_option(asio::socket_base::send_buffer_size(4 << 20), ec);
-    ec = {};
-    sock.bind(ep, ec);
-    if (ec) return fail("bind", ec);
-    sock.non_blocking(true, ec);
+    if (!open_udp(sock, ep, ec)) return fail("bind", ec);
     h3::Address local = to_address(sock.local_endpoint(ec));
     auto e = std::make_shared<H3Endpoint>(*w, std::move(sock), key, local, wildcard);
     if (auto ok = e->init(peers, workers.size(), always_retry, g); !ok) return ok.errors();
@@ -632,7 +683,14 @@ void start_h3(H3Listener& l) {
 
 void close_h3(H3Listener& l) {
   for (auto& e : l.endpoints) e->post([e] { e->stop_accepting(); });
-  l.endpoints.clear();
+}
+
+void resume_h3(H3Listener& l) {
+  for (auto& e : l.endpoints) e->post([e] { e->resume(); });
+}
+
+bool h3_done(const H3Listener& l) {
+  return std::all_of(l.endpoints.begin(), l.endpoints.end(), [](auto& e) { return e->done(); });
 }
 
 std::string alt_svc_value(const ListenerKey& key) {

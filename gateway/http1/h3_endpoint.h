@@ -42,7 +42,14 @@ Result<H3Listener> open_h3(const std::vector<Worker*>& workers, const asio::ip::
 // Starts the receive loops (on each worker's thread).
 void start_h3(H3Listener& l);
 // Stops accepting connections; existing ones get GOAWAY and drain, then each socket closes.
+// The endpoints stay in `l`: resume_h3() may take them back.
 void close_h3(H3Listener& l);
+// Accepts again on endpoints close_h3() stopped (the listener is back on the same address and
+// port): their draining connections go on, and an endpoint whose socket already closed binds a
+// new one. Never a second socket set beside a draining one (see h3_endpoint.cc).
+void resume_h3(H3Listener& l);
+// Every endpoint of `l` has closed its socket for good (any thread).
+bool h3_done(const H3Listener& l);
 
 // The Alt-Svc value HTTP/1.1 and HTTP/2 responses of an h3-enabled listener carry (RFC 7838);
 // empty when the listener has no HTTP/3.

@@ -123,6 +123,10 @@ struct DataPlane::Impl {
   // During sync_listeners: the QUIC sockets of replaced listeners, by (bind_host, port), for
   // the listener that replaces them.
   std::map<std::pair<std::string, uint16_t>, H3Listener> carried_h3;
+  // QUIC endpoints of closed listeners, draining (or drained), by (bind_host, port): a listener
+  // that comes back on the same address and port takes them back (resume_h3) instead of
+  // binding a second socket set beside them.
+  std::map<std::pair<std::string, uint16_t>, H3Listener> parked_h3;
 
   Errors open(const ListenerKey& key, Listener& out);
   void start_accepting(Listener& l);
@@ -223,6 +227,11 @@ Errors DataPlane::Impl::open(const ListenerKey& key, Listener& out) {
     // packets.
     out.h3 = std::move(carried->second);
     carried_h3.erase(carried);
+  } else if (auto parked = parked_h3.find({key.bind_host, key.port});
+             key.h3 && parked != parked_h3.end() && parked->second.port == port) {
+    resume_h3(parked->second);
+    out.h3 = std::move(parked->second);
+    parked_h3.erase(parked);
   } else if (key.h3) {
     // HTTP/3 on the same address and port, over UDP.
     std::vector<Worker*> ws;
@@ -280,7 +289,10 @@ void DataPlane::Impl::close(Listener& l) {
   }
   // QUIC connections are not cut with the socket: GOAWAY first, then each worker's UDP socket
   // closes once its connections have drained (h3_endpoint.h).
-  close_h3(l.h3);
+  if (!l.h3.endpoints.empty()) {
+    close_h3(l.h3);
+    parked_h3[{l.key.bind_host, l.key.port}] = std::move(l.h3);
+  }
   log::info("listener_closed").kv("addr", l.addr);
   l.acceptors.clear();
 }
@@ -386,8 +398,13 @@ Errors DataPlane::sync_listeners() {
     m.listeners.push_back(std::move(l));
   }
   // Carried sockets nobody took (the new listener failed to bind): drain them as closed.
-  for (auto& [where, h3] : m.carried_h3) close_h3(h3);
+  for (auto& [where, h3] : m.carried_h3) {
+    close_h3(h3);
+    m.parked_h3[where] = std::move(h3);
+  }
   m.carried_h3.clear();
+  // Endpoints that have closed their sockets for good need not be kept.
+  std::erase_if(m.parked_h3, [](const auto& p) { return h3_done(p.second); });
   return errs;
 }
 

@@ -611,6 +611,44 @@ class H3Test(harness.GatewayTest):
                                            timeout=5),
                         "UDP sockets on the port: %s" % udp_owners(self.https))
 
+    def test_reload_turning_h3_off_and_on_keeps_one_socket_set(self):
+        # h3 turned off (`protocols h1 h2`) while a request is in flight, then on again before
+        # that connection has drained: the listener must take its draining endpoints back
+        # rather than bind a second socket set on the port (the kernel would then hand new
+        # Initials to the draining set, which refuses them, and packets of the draining
+        # connection to the fresh set, which does not know it).
+        up = self.upstream(trickle_handler(), "trickle")
+        config = site("localhost", up.addr)
+        gw = self.h3_gateway(config, "h3-off-on")
+        sockets = len(udp_owners(self.https))
+        dl = tempfile.mkdtemp(dir=gw.tmp)
+        chunks = 20  # 2 s of response
+        inflight = GtlsBackground(self.https, [self.url("/inflight?chunks=%d" % chunks)],
+                                  ["--download=" + dl], timeout=10)
+        self.assertTrue(harness.wait_until(lambda: up.started >= 1, timeout=10),
+                        "the in-flight request did not reach the upstream")
+        gw.global_options.append("servers {\n\t\tprotocols h1 h2\n\t}")
+        gw.reload(config)
+        self.assertIsNotNone(gw.proc.wait_line(
+            lambda l: '"config_loaded"' in l and '"generation":2' in l, timeout=10))
+        gw.global_options.pop()
+        gw.reload(config)
+        self.assertIsNotNone(gw.proc.wait_line(
+            lambda l: '"config_loaded"' in l and '"generation":3' in l, timeout=10))
+        after = len(udp_owners(self.https))
+        fresh = [gtls(self.https, [self.url("/new%d?chunks=1" % i)], ["--handshake-timeout=1s"],
+                      timeout=6) for i in range(8)]
+        old = inflight.result()
+        harness.log("h3 off and on: UDP sockets %d before, %d after; new connections served %s; "
+                    "in flight %s" % (sockets, after, [r.ok_count() for r in fresh],
+                                      (old.ok_count(), old.statuses(), round(old.elapsed, 1))))
+        self.assertEqual(after, sockets, "UDP sockets on the port: %s" % udp_owners(self.https))
+        for r in fresh:
+            self.assert_ok(r)
+        self.assert_ok(old)
+        self.assertEqual(os.path.getsize(os.path.join(dl, "inflight?chunks=%d" % chunks)),
+                         chunks * TRICKLE_CHUNK)
+
     def test_sigterm_drains_h3_requests(self):
         echo = self.upstream(harness.echo_handler(), "echo")
         gw = self.h3_gateway(site("localhost", echo.addr), "h3-drain",
