@@ -209,6 +209,8 @@ void print_usage(FILE* out) {
                "  hsp-gateway certs renew NAME [--data-dir DIR]\n"
                "  hsp-gateway version\n"
                "  hsp-gateway help\n"
+               "--quic-retry asks every new HTTP/3 (QUIC) client to prove its address with a Retry\n"
+               "first (one more round trip); without it only under a flood of handshakes.\n"
                "run without --config serves the embedded demo: 127.0.0.1:PORT proxying to a demo\n"
                "page on 127.0.0.1:PORT+1 (PORT defaults to 8080).\n"
                "--docker serves the caddy.* labels of Docker services and containers, as\n"

@@ -81,7 +81,17 @@ void Compiler::protocols_option(const Directive& d) {
       error(a, "unknown protocol '" + a.text + "' (expected h1, h2, h2c or h3)");
       return;
     }
-    if (std::find(out.begin(), out.end(), a.text) == out.end()) out.push_back(a.text);
+    if (std::find(out.begin(), out.end(), a.text) != out.end()) {
+      error(a, "protocol '" + a.text + "' is listed more than once");  // as Caddy 2.6
+      return;
+    }
+    out.push_back(a.text);
+  }
+  auto has = [&](const char* p) { return std::find(out.begin(), out.end(), p) != out.end(); };
+  if ((has("h2") || has("h2c")) && !has("h1")) {
+    // Caddy 2.6 refuses it too: Go's server speaks HTTP/2 only beside HTTP/1.1.
+    error(d.args.front(), "cannot enable HTTP/2 or H2C without enabling HTTP/1.1");
+    return;
   }
   cfg_.global.protocols = out;
   cfg_.global.protocols_set = true;

@@ -264,6 +264,7 @@ void DataPlane::Impl::start_accepting(Listener& l) {
       .kv("port", static_cast<int>(l.port))
       .kv("tls", l.key.tls)
       .kv("h3", !l.h3.endpoints.empty())
+      .kv("quic_retry", !l.h3.endpoints.empty() && opts.quic_retry)
       .kv("workers", static_cast<int>(workers.size()));
 }
 

@@ -350,6 +350,14 @@ a.localhost {
   EXPECT_FALSE(server(c, 443)->h3);
 }
 
+TEST(AutoHttps, ProtocolsRefusedAsCaddyRefusesThem) {
+  EXPECT_EQ(errors("{\n\tservers {\n\t\tprotocols h2 h3\n\t}\n}\n"),
+            (std::vector<std::string>{
+                "Caddyfile:3:13: cannot enable HTTP/2 or H2C without enabling HTTP/1.1"}));
+  EXPECT_EQ(errors("{\n\tservers {\n\t\tprotocols h1 h3 h3\n\t}\n}\n"),
+            (std::vector<std::string>{"Caddyfile:3:19: protocol 'h3' is listed more than once"}));
+}
+
 TEST(AutoHttps, Http3IsOnForHttpsServersByDefault) {
   Config c = load("a.localhost {\n}\n:8080 {\n}\n");
   ASSERT_TRUE(server(c, 443) && server(c, 8080));
