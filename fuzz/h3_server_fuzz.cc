@@ -1,8 +1,8 @@
 // libFuzzer target for the QUIC + HTTP/3 server (gateway/h3/quic_server.h). Build with clang:
-//   cmake -S . -B /tmp/build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DHSP_FUZZ=ON \
+//   cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DHSP_FUZZ=ON \
 //         -DHSP_BUILD_TESTS=OFF -DHSP_BUILD_BENCH=OFF
-//   ninja -C /tmp/build-fuzz hsp_h3_server_fuzz
-//   /tmp/build-fuzz/fuzz/hsp_h3_server_fuzz -max_total_time=600 -rss_limit_mb=2048 \
+//   ninja -C build-fuzz hsp_h3_server_fuzz
+//   build-fuzz/fuzz/hsp_h3_server_fuzz -max_total_time=600 -rss_limit_mb=2048 \
 //         -timeout=10 fuzz/corpus/h3_server        (seeds: fuzz/corpus/h3_make_seeds.py)
 //
 // Nothing goes over a network: the server and the in-memory clients (h3_fuzz_client.h) hand

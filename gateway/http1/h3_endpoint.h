@@ -29,7 +29,7 @@ class H3Endpoint;
 
 struct H3Listener {
   std::vector<std::shared_ptr<H3Endpoint>> endpoints;  // [worker index]
-  uint16_t port = 0;                                    // the bound port
+  uint16_t port = 0;                                   // the bound port
 };
 
 // Binds one UDP socket per worker on `addr`:`port` (the TCP listener's address and bound port)
