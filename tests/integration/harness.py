@@ -299,8 +299,9 @@ class Gateway:
     """
 
     def __init__(self, config, ports, global_options=(), binary=None, kind=None, threads=None,
-                 name="gw", files=None, caddy_auto_https_off=True, admin="off"):
+                 name="gw", files=None, caddy_auto_https_off=True, admin="off", extra_args=()):
         self.binary = binary or gateway_binary()
+        self.extra_args = list(extra_args)  # hsp-gateway only: more `run` flags
         self.kind = kind or gateway_kind(self.binary)
         # Caddy 2.6 manages no certificate at all under `auto_https off` (not even for
         # `tls internal`) and sends no HTTP->HTTPS redirect: tests of those pass False, and then
@@ -353,7 +354,7 @@ class Gateway:
         argv = [self.binary, "run", "--config", self.config_path]
         if self.threads:
             argv += ["--threads", str(self.threads)]
-        return argv
+        return argv + self.extra_args
 
     def start(self, timeout=15.0):
         self.proc = Proc(self.argv(), env=self.env(), cwd=self.tmp)

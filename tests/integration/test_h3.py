@@ -314,14 +314,15 @@ class H3Test(harness.GatewayTest):
     def tearDownClass(cls):
         shutil.rmtree(cls.certs, ignore_errors=True)
 
-    def h3_gateway(self, config, name, options=(), wait_udp=True, sni="localhost"):
+    def h3_gateway(self, config, name, options=(), wait_udp=True, sni="localhost",
+                   extra_args=()):
         """A gateway with HTTPS on a port free for TCP and UDP (self.https); waits for a TLS
         handshake over TCP (the local CA issues at start) and for the UDP socket."""
         self.http, self.https = harness.free_port(), ports.tcp_and_udp_port()
         gw = self.gateway(config, [self.https],
                           global_options=["http_port %d" % self.http,
                                           "https_port %d" % self.https] + list(options),
-                          name=name)
+                          name=name, extra_args=extra_args)
 
         def tls_ok():  # a handshake only: no request may reach the tests' upstreams
             try:
@@ -377,6 +378,20 @@ class H3Test(harness.GatewayTest):
                          (200, "GET", "localhost:%d" % self.https))
         self.assertEqual(req["tls"]["proto"], "h3", req)
         self.assertEqual(req["tls"]["server_name"], "localhost", req)
+
+    def test_quic_retry_flag_makes_every_client_prove_its_address(self):
+        # `run --quic-retry`: each new connection's first Initial is answered with a Retry,
+        # and the client (which repeats its Initial with the token) is served.
+        echo = self.upstream(harness.echo_handler(), "echo")
+        gw = self.h3_gateway(site("localhost", echo.addr), "h3-retry", extra_args=["--quic-retry"])
+        line = gw.proc.wait_line(lambda l: '"listening"' in l and '"h3":true' in l, timeout=5)
+        self.assertIsNotNone(line, gw.proc.output_tail())
+        self.assertIn('"quic_retry":true', line)
+        for i in range(2):
+            run = gtls(self.https, [self.url("/retry%d" % i)])
+            self.assert_ok(run)
+            self.assertIn("type=Retry", run.out, run.describe())  # gtlsclient's frame log
+        self.assertEqual(echo.count("GET"), 2)
 
     def test_4mib_response_arrives_intact(self):
         big = self.upstream(harness.bigbody_handler(), "big")
