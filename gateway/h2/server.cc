@@ -44,6 +44,8 @@ struct ServerConnection::Stream {
   http::HeaderMap trailers;
   // Response side.
   bool response_submitted = false;
+  bool response_sent = false;       // the frame with END_STREAM went out
+  bool rst_after_response = false;  // stop_reading(): RST_STREAM NO_ERROR once it has
   detail::OutBody out;
 };
 
@@ -257,8 +259,17 @@ struct Callbacks {
     return 0;
   }
 
-  static int on_frame_send(nghttp2_session*, const nghttp2_frame* frame, void* ud) {
+  static int on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void* ud) {
     ServerConnection& c = self(ud);
+    if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0) {
+      if (ServerConnection::Stream* s = c.find(frame->hd.stream_id)) {
+        s->response_sent = true;
+        if (s->rst_after_response) {
+          nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+        }
+      }
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY) {
       c.goaway_sent_ = frame->goaway.error_code;
       if (frame->goaway.error_code != NGHTTP2_NO_ERROR) {
@@ -509,6 +520,17 @@ void ServerConnection::consume(int32_t stream_id, size_t n) {
 void ServerConnection::reset_stream(int32_t stream_id, uint32_t error_code) {
   if (session_ == nullptr) return;
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, error_code);
+}
+
+void ServerConnection::stop_reading(int32_t stream_id) {
+  if (session_ == nullptr) return;
+  Stream* s = find(stream_id);
+  if (s == nullptr) return;
+  if (s->response_sent) {
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_NO_ERROR);
+  } else {
+    s->rst_after_response = true;
+  }
 }
 
 Result<bool> ServerConnection::upgrade(std::string_view settings, http::Request request) {

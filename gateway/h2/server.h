@@ -152,6 +152,10 @@ class ServerConnection {
   // Request body bytes handed to the handler are forwarded: reopen the client's window.
   void consume(int32_t stream_id, size_t n);
   void reset_stream(int32_t stream_id, uint32_t error_code);
+  // The response is (or will be) complete and the rest of the request body is not wanted:
+  // RST_STREAM NO_ERROR once the frame ending the response has been sent (RFC 9113 §8.1).
+  // nghttp2 sends RST_STREAM ahead of queued DATA, so an immediate reset would cut the body.
+  void stop_reading(int32_t stream_id);
 
   // Graceful: GOAWAY with the last processed stream id; open streams run to completion, new
   // ones are refused; want_read()/want_write() go false once they are done.

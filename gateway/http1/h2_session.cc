@@ -101,8 +101,11 @@ class H2Session final : public MuxConn, public h2::Handler {
     return r.ok();
   }
   void codec_reset(int64_t id, StreamError e) override {
-    // RFC 9113 §7: NO_ERROR (0) once the response is complete, INTERNAL_ERROR (2) otherwise.
-    conn_.reset_stream(static_cast<int32_t>(id), e == StreamError::body_not_read ? 0 : 2);
+    if (e == StreamError::body_not_read) {
+      conn_.stop_reading(static_cast<int32_t>(id));  // NO_ERROR after the response is out
+    } else {
+      conn_.reset_stream(static_cast<int32_t>(id), 2);  // INTERNAL_ERROR (RFC 9113 §7)
+    }
     wake_writer();
   }
   void codec_consume(int64_t id, size_t n) override {

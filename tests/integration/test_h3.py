@@ -393,6 +393,39 @@ class H3Test(harness.GatewayTest):
             self.assertIn("type=Retry", run.out, run.describe())  # gtlsclient's frame log
         self.assertEqual(echo.count("GET"), 2)
 
+    def test_proxied_to_an_h2c_upstream(self):
+        # HTTP/3 in, HTTP/2 out: the upstream is a second gateway speaking h2c (prior knowledge)
+        # whose access log says which protocol reached it.
+        up_port = harness.free_port()
+        upstream = self.gateway(
+            # Any host: the client's authority (localhost:PORT) goes upstream unchanged.
+            "http://:%d {\n\tbind 127.0.0.1\n\tlog\n"
+            "\trespond \"via {http.request.proto}\" 200\n}\n" % up_port, [up_port],
+            global_options=["servers {\n\t\tprotocols h1 h2 h2c\n\t}"], name="h2c-up")
+        harness.wait_port(up_port, timeout=10, proc=upstream.proc)
+        gw = self.h3_gateway(site("localhost", "h2c://127.0.0.1:%d" % up_port), "h3-to-h2c")
+        dl = tempfile.mkdtemp(dir=gw.tmp)
+        body = os.path.join(gw.tmp, "body.bin")
+        with open(body, "wb") as f:
+            f.write(os.urandom(100_000))
+        get = gtls(self.https, [self.url("/via-h2c")], ["--download=" + dl])
+        self.assert_ok(get)
+        with open(os.path.join(dl, "via-h2c"), "rb") as f:
+            self.assertEqual(f.read(), b"via HTTP/2.0")
+        post = gtls(self.https, [self.url("/post-h2c")], ["-m", "POST", "-d", body])
+        self.assert_ok(post)
+        logs = harness.wait_until(
+            lambda: [j for j in upstream.access_logs() if j["request"]["uri"] in
+                     ("/via-h2c", "/post-h2c")] or None, timeout=5)
+        self.assertTrue(logs, upstream.proc.output_tail())
+        seen = {j["request"]["uri"]: j["request"]["proto"] for j in upstream.access_logs()}
+        self.assertEqual(seen.get("/via-h2c"), "HTTP/2.0", seen)
+        self.assertEqual(seen.get("/post-h2c"), "HTTP/2.0", seen)
+        front = {j["request"]["uri"]: (j["request"]["proto"], j["status"])
+                 for j in self.h3_logs(gw)}
+        self.assertEqual(front.get("/via-h2c"), ("HTTP/3.0", 200), front)
+        self.assertEqual(front.get("/post-h2c"), ("HTTP/3.0", 200), front)
+
     def test_4mib_response_arrives_intact(self):
         big = self.upstream(harness.bigbody_handler(), "big")
         gw = self.h3_gateway(site("localhost", big.addr), "h3-big")

@@ -455,6 +455,27 @@ TEST_F(Fixture, ResponseBeforeRequestEnd) {
   EXPECT_TRUE(rec.reqs[id].closed);
 }
 
+// A response to a request whose body the handler will not read: stop_reading() sends
+// RST_STREAM NO_ERROR only after the response's last frame (RFC 9113 §8.1). nghttp2 puts
+// RST_STREAM ahead of queued DATA, so a reset right away cut the body off (a 502 at an HTTP/2
+// client such as the gateway's own upstream side).
+TEST_F(Fixture, StopReadingResetsOnlyAfterTheResponse) {
+  start();
+  Client c;
+  int32_t id = c.request_with_body("POST", "/unread", "part1", /*body_end=*/false);
+  pump(c, *conn);
+  ASSERT_TRUE(rec.reqs.count(id));
+  respond(id, 200, std::string(20000, 'r'));
+  conn->stop_reading(id);
+  pump(c, *conn);
+  EXPECT_EQ(c.streams[id].status, 200);
+  EXPECT_EQ(c.streams[id].body.size(), 20000u);
+  EXPECT_TRUE(c.streams[id].closed);
+  EXPECT_EQ(c.streams[id].close_code, 0u);  // closed cleanly: END_STREAM then NO_ERROR
+  ASSERT_EQ(c.rst_received.size(), 1u);
+  EXPECT_EQ(c.rst_received[0], std::make_pair(id, uint32_t{0}));
+}
+
 TEST_F(Fixture, ResetByClientReachesHandlerAndStreamIsGone) {
   start();
   Client c;
