@@ -15,10 +15,12 @@ uint64_t now_ns() {
                                    .count());
 }
 
-nghttp3_nv make_nv(std::string_view name, std::string_view value) {
+nghttp3_nv make_nv(std::string_view name, std::string_view value, bool copy) {
+  const uint8_t flags =
+      copy ? NGHTTP3_NV_FLAG_NONE : NGHTTP3_NV_FLAG_NO_COPY_NAME | NGHTTP3_NV_FLAG_NO_COPY_VALUE;
   return nghttp3_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                    value.size(), NGHTTP3_NV_FLAG_NO_COPY_NAME | NGHTTP3_NV_FLAG_NO_COPY_VALUE};
+                    value.size(), flags};
 }
 
 void set_crypto_callbacks(ngtcp2_callbacks& cb) {

@@ -18,9 +18,10 @@ namespace hsp::h3 {
 // Steady-clock nanoseconds: ngtcp2's timestamps on both sides.
 uint64_t now_ns();
 
-// A header field that points into `name` and `value` (no copy): they must outlive the
-// submission, i.e. until nghttp3 has encoded the header block.
-nghttp3_nv make_nv(std::string_view name, std::string_view value);
+// A header field over `name` and `value`. Without `copy`, nghttp3 keeps pointing into them:
+// they must outlive the submission, i.e. until nghttp3 has encoded the header block. With it,
+// nghttp3 copies them (for strings that end with the call).
+nghttp3_nv make_nv(std::string_view name, std::string_view value, bool copy = false);
 
 // The ngtcp2 callbacks that are the GnuTLS crypto helper's on both roles (keys, AEAD, header
 // protection, key update, path challenge, version negotiation). The role's own initial

@@ -104,13 +104,6 @@ std::string_view rcbuf_view(nghttp3_rcbuf* b) {
   return {reinterpret_cast<const char*>(v.base), v.len};
 }
 
-// A header field nghttp3 copies (the data plane's strings do not outlive the call).
-nghttp3_nv copied_nv(const std::string& name, const std::string& value) {
-  return nghttp3_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                    value.size(), NGHTTP3_NV_FLAG_NONE};
-}
-
 }  // namespace
 
 // --- Address --------------------------------------------------------------------------------
@@ -440,8 +433,8 @@ class Connection {
     std::vector<nghttp3_nv> nva;
     nva.reserve(fields.size() + 1);
     static const std::string kStatus = ":status";
-    nva.push_back(copied_nv(kStatus, status));
-    for (const auto& [n, v] : fields) nva.push_back(copied_nv(n, v));
+    nva.push_back(make_nv(kStatus, status, /*copy=*/true));
+    for (const auto& [n, v] : fields) nva.push_back(make_nv(n, v, /*copy=*/true));
     st->response_submitted = true;
     st->body_open = !end;
     nghttp3_data_reader reader{&Connection::h3_read_data};
@@ -778,7 +771,8 @@ class Connection {
     static const std::string kStatus = ":status";
     static const std::string kLength = "content-length";
     static const std::string kZero = "0";
-    std::array<nghttp3_nv, 2> nva{copied_nv(kStatus, code), copied_nv(kLength, kZero)};
+    std::array<nghttp3_nv, 2> nva{make_nv(kStatus, code, /*copy=*/true),
+                                  make_nv(kLength, kZero, /*copy=*/true)};
     st.response_submitted = true;
     nghttp3_conn_submit_response(h3_, st.id, nva.data(), nva.size(), nullptr);
     // The body the client may still send is not read.
@@ -1179,7 +1173,7 @@ class Connection {
         *flags |= NGHTTP3_DATA_FLAG_NO_END_STREAM;
         h2::detail::Fields fields = h2::detail::h2_fields(*st->trailers, false);
         std::vector<nghttp3_nv> nva;
-        for (const auto& [name, value] : fields) nva.push_back(copied_nv(name, value));
+        for (const auto& [name, value] : fields) nva.push_back(make_nv(name, value, /*copy=*/true));
         st->trailers.reset();
         if (nghttp3_conn_submit_trailers(h3, stream_id, nva.data(), nva.size()) != 0) {
           return NGHTTP3_ERR_CALLBACK_FAILURE;

@@ -58,7 +58,8 @@
 //   comes back to its server when the data plane routes it with owner_of() (or by 4-tuple);
 // - expiry() scans every connection and every closing/draining period: linear in connections
 //   per loop turn; a timer heap is needed for tens of thousands;
-// - 0-RTT (off, as wanted by default), GSO/sendmmsg batching, ECN.
+// - 0-RTT (off, as wanted by default) and ECN. (GSO/sendmmsg batching is the I/O side's:
+//   gateway/http1/h3_endpoint.cc.)
 #pragma once
 
 #include <sys/socket.h>

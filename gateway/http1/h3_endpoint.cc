@@ -108,7 +108,8 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
     auto server = h3::QuicServer::create(nullptr, std::move(o));
     if (!server) return server.errors();
     server_ = std::move(*server);
-    return configure_pktinfo();
+    configure_pktinfo();
+    return true;
   }
 
   // Idempotent: a listener that replaces another may take over its running endpoints.
@@ -224,8 +225,7 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
   asio::awaitable<void> receive_loop();
   asio::awaitable<void> timer_loop();
   void receive_batch(int n, std::array<mmsghdr, kBatch>& msgs,
-                     std::array<sockaddr_storage, kBatch>& from,
-                     std::array<std::array<char, 64>, kBatch>& control);
+                     std::array<sockaddr_storage, kBatch>& from);
   void after_io();
   void send_datagrams();
   void watchdog();
@@ -234,15 +234,16 @@ class H3Endpoint : public std::enable_shared_from_this<H3Endpoint>, public h3::H
   bool bind_socket(boost::system::error_code& ec) {
     udp::endpoint ep;
     std::memcpy(ep.data(), local_.get(), local_.len);
-    return open_udp(sock_, ep, ec) && configure_pktinfo();
+    if (!open_udp(sock_, ep, ec)) return false;
+    configure_pktinfo();
+    return true;
   }
-  bool configure_pktinfo() {
-    if (!wildcard_) return true;
+  void configure_pktinfo() {
+    if (!wildcard_) return;
     // The destination address of each datagram, so that answers leave from it.
     int one = 1;
     ::setsockopt(sock_.native_handle(), IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
     ::setsockopt(sock_.native_handle(), IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
-    return true;
   }
   void log_failure(const char* what, std::exception_ptr e) {
     try {
@@ -426,7 +427,7 @@ asio::awaitable<void> H3Endpoint::receive_loop() {
       }
       int n = ::recvmmsg(sock_.native_handle(), msgs.data(), kBatch, MSG_DONTWAIT, nullptr);
       if (n <= 0) break;
-      receive_batch(n, msgs, from, control);
+      receive_batch(n, msgs, from);
       if (static_cast<size_t>(n) < kBatch) break;
     }
     after_io();
@@ -434,8 +435,7 @@ asio::awaitable<void> H3Endpoint::receive_loop() {
 }
 
 void H3Endpoint::receive_batch(int n, std::array<mmsghdr, kBatch>& msgs,
-                               std::array<sockaddr_storage, kBatch>& from,
-                               std::array<std::array<char, 64>, kBatch>&) {
+                               std::array<sockaddr_storage, kBatch>& from) {
   const uint64_t now = h3::now_ns();
   for (int i = 0; i < n; ++i) {
     if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;  // larger than any QUIC datagram
