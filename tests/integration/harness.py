@@ -159,6 +159,28 @@ def _on_term(signum, frame):
 signal.signal(signal.SIGTERM, _on_term)
 
 
+def parse_json_lines(lines):
+    """The JSON objects among `lines` (log lines); anything else is skipped."""
+    out = []
+    for line in lines:
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def read_json_lines(path):
+    """The JSON objects of a log file (Caddy's access log, say); [] while it does not exist."""
+    try:
+        with open(path) as f:
+            return parse_json_lines(f)
+    except FileNotFoundError:
+        return []
+
+
 class Proc:
     """A child process whose stdout/stderr are read line by line on threads."""
 
@@ -196,15 +218,7 @@ class Proc:
             return list(self.lines["stdout"]) + list(self.lines["stderr"])
 
     def json_lines(self, stream=None):
-        out = []
-        for line in self.all_lines(stream):
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-        return out
+        return parse_json_lines(self.all_lines(stream))
 
     def wait_line(self, pred, timeout=10.0):
         """Waits for an output line (either stream) for which pred(line) is true."""

@@ -110,17 +110,7 @@ https://localhost:__PORT__ {
         return "localhost:%d:127.0.0.1:%d" % (self.port, self.port)
 
     def log_records(self):
-        out = []
-        try:
-            with open(self.access_log) as f:
-                for line in f:
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        pass
-        except FileNotFoundError:
-            pass
-        return out
+        return harness.read_json_lines(self.access_log)
 
     def stop(self):
         self.proc.stop()

@@ -22,7 +22,6 @@ Checks:
     skipped (strace is not among the test packages).
 """
 
-import json
 import os
 import shutil
 import socket
@@ -99,17 +98,7 @@ class CaddyH3:
         return "https://%s:%d%s" % (HOST, self.port, path)
 
     def log_records(self):
-        out = []
-        try:
-            with open(self.access_log) as f:
-                for line in f:
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        pass
-        except FileNotFoundError:
-            pass
-        return out
+        return harness.read_json_lines(self.access_log)
 
     def stop(self):
         self.proc.stop()
