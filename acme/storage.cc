@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "tls/certified_key.h"
 #include "util/log.h"
@@ -385,30 +387,36 @@ std::optional<LockInfo> parse_lock(const std::string& text, const std::string& p
   return info;
 }
 
-// Removes the lock at `path` only when it still is the file the caller looked at (`seen`,
-// taken from a descriptor the caller keeps open, so the inode number cannot have been reused).
-// A plain unlink could remove a lock that another contender created a moment ago, after which
-// both would hold it. The file is first renamed aside (atomic), then compared; when it turns out
-// to be someone else's, it is linked back. Returns whether the path is free of the seen lock.
-//
-// Knowingly incomplete: a third contender that creates the lock in the instant between the
-// rename aside and the link back keeps it, and the lock put aside is lost (logged). That takes
-// three processes racing over one expired lock within microseconds.
-bool remove_if_same(const std::string& path, const struct stat& seen) {
-  std::string aside = parent_of(path) + "/." + base_of(path) + ".aside-" + unique_suffix();
-  if (::rename(path.c_str(), aside.c_str()) != 0) return errno == ENOENT;
-  struct stat st {};
-  if (::lstat(aside.c_str(), &st) == 0 && st.st_dev == seen.st_dev && st.st_ino == seen.st_ino) {
-    ::unlink(aside.c_str());
-    fsync_dir(parent_of(path));
-    return true;
+// Serialises every change to an existing lock file in one locks directory: refreshing it,
+// removing an expired one and unlocking. Creating a free lock needs no guard (O_EXCL decides),
+// and a lock file can only appear where none exists, so under the guard the file that was
+// judged is still the one at its path when it is replaced or removed. An flock on a regular
+// file opened for writing, so that it also holds on NFS (where flock is emulated by fcntl
+// locks); the kernel releases it when a holder dies.
+class LockGuard {
+ public:
+  static Result<LockGuard> take(const std::string& dir) {
+    std::string path = dir + "/.guard";
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return error_at(path, "acme storage: " + sys_error("open lock guard", errno));
+    while (::flock(fd, LOCK_EX) != 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return error_at(path, "acme storage: " + sys_error("take lock guard", err));
+    }
+    return LockGuard(fd);
   }
-  if (::link(aside.c_str(), path.c_str()) != 0) {
-    log::warn("acme_lock_restore_failed").kv("lock", path).kv("error", std::strerror(errno));
+  LockGuard(LockGuard&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  LockGuard& operator=(LockGuard&&) = delete;
+  ~LockGuard() {
+    if (fd_ >= 0) ::close(fd_);  // releases the flock
   }
-  ::unlink(aside.c_str());
-  return false;
-}
+
+ private:
+  explicit LockGuard(int fd) : fd_(fd) {}
+  int fd_;
+};
 
 // Creates the lock file with O_EXCL: true when this call created it, false when it exists.
 Result<bool> create_lock(const std::string& path, const std::string& holder,
@@ -767,77 +775,69 @@ Result<bool> Storage::try_lock(const std::string& key, const std::string& holder
   if (!made) return made;
   std::string path = dir + "/" + key + ".lock";
 
-  // Two rounds: the second only after an expired lock was removed, so that a contender who
-  // lost the race for the freed name gives up instead of removing the winner's fresh lock.
-  std::string taken_from;  // the holder of the expired lock removed in round 0
-  for (int round = 0; round < 2; ++round) {
-    auto created = create_lock(path, holder, ttl);
-    if (created && *created && !taken_from.empty()) {
-      log::info("acme_lock_taken_over")
-          .kv("lock", path)
-          .kv("previous_holder", taken_from)
-          .kv("holder", holder);
-    }
-    if (!created || *created) return created;
-    if (round == 1) return false;
+  auto created = create_lock(path, holder, ttl);
+  if (!created || *created) return created;
 
-    // Held open until the decision is made, so that its inode number stays unique. Without
-    // waiting: a FIFO at the lock's path is an error, not a hang.
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0 && errno == ENOENT) continue;  // released in between
-    if (fd < 0) return error_at(path, "acme storage: " + sys_error("open lock", errno));
-    struct stat st {};
-    auto text = read_fd(fd, path);
-    if (::fstat(fd, &st) != 0 || !text) {
-      ::close(fd);
-      return error_at(path, "acme storage: cannot read lock");
-    }
-    auto info = parse_lock(*text, path);
-    auto now = std::chrono::system_clock::now();
-    // Every holder refreshes its lock (a rename, so the mtime moves) well within the ttl: a lock
-    // not touched for a ttl is dead whatever expiry it claims (a far-future one would block the
-    // name forever). An incomplete lock (written this instant, or its writer died mid-write)
-    // is judged the same way.
-    auto mtime = SystemTime(duration_cast<SystemTime::duration>(
-        std::chrono::seconds(st.st_mtim.tv_sec) + nanoseconds(st.st_mtim.tv_nsec)));
-    bool expired = now >= mtime + ttl || (info && now >= *info->expires);
+  // The lock exists: ours to refresh, someone else's, or expired. Decided under the guard.
+  auto guard = LockGuard::take(dir);
+  if (!guard) return guard.errors();
+  // Without waiting: a FIFO at the lock's path is an error, not a hang.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0 && errno == ENOENT) return create_lock(path, holder, ttl);  // released meanwhile
+  if (fd < 0) return error_at(path, "acme storage: " + sys_error("open lock", errno));
+  struct stat st {};
+  auto text = read_fd(fd, path);
+  bool stat_ok = ::fstat(fd, &st) == 0;
+  ::close(fd);
+  if (!stat_ok || !text) return error_at(path, "acme storage: cannot read lock");
+  auto info = parse_lock(*text, path);
+  auto now = std::chrono::system_clock::now();
+  // Every holder refreshes its lock (a rename, so the mtime moves) well within the ttl: a lock
+  // not touched for a ttl is dead whatever expiry it claims (a far-future one would block the
+  // name forever). An incomplete lock (its writer died mid-write) is judged the same way.
+  auto mtime = SystemTime(duration_cast<SystemTime::duration>(
+      std::chrono::seconds(st.st_mtim.tv_sec) + nanoseconds(st.st_mtim.tv_nsec)));
+  bool expired = now >= mtime + ttl || (info && now >= *info->expires);
 
-    if (info && info->holder == holder && !expired) {
-      ::close(fd);
-      // Replaced by rename, so no reader ever sees a partial lock. Knowingly incomplete: if
-      // our expiry passes between the read above and this rename, a contender may have taken
-      // the lock over and we overwrite it; callers refresh well before the ttl runs out, which
-      // keeps that window closed in practice.
-      auto wrote =
-          write_atomic(path, lock_to_json(holder, info->created.value_or(now), now + ttl), 0644);
-      if (!wrote) return wrote;
-      return true;
-    }
-    if (!expired) {
-      ::close(fd);
-      return false;
-    }
-    bool freed = remove_if_same(path, st);
-    ::close(fd);
-    if (!freed) return false;  // another contender replaced it first: theirs now
-    taken_from = info ? info->holder : std::string("(incomplete lock file)");
+  if (info && info->holder == holder && !expired) {
+    // Replaced by rename, so no reader ever sees a partial lock.
+    auto wrote =
+        write_atomic(path, lock_to_json(holder, info->created.value_or(now), now + ttl), 0644);
+    if (!wrote) return wrote;
+    return true;
   }
-  return false;
+  if (!expired) return false;
+  // A contender creating the lock without the guard can only do so once this unlink has freed
+  // the path; then its O_EXCL create or ours wins, never both.
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return error_at(path, "acme storage: " + sys_error("remove expired lock", errno));
+  }
+  fsync_dir(dir);
+  created = create_lock(path, holder, ttl);
+  if (created && *created) {
+    log::info("acme_lock_taken_over")
+        .kv("lock", path)
+        .kv("previous_holder", info ? info->holder : std::string("(incomplete lock file)"))
+        .kv("holder", holder);
+  }
+  return created;
 }
 
 void Storage::unlock(const std::string& key, const std::string& holder) const {
   if (!check_component("lock key", key)) return;
-  std::string path = dir_ + "/locks/" + key + ".lock";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return;
-  struct stat st {};
-  auto text = read_fd(fd, path);
-  if (::fstat(fd, &st) == 0 && text) {
-    auto info = parse_lock(*text, path);
-    // Someone else's lock (ours expired and was taken over) stays where it is.
-    if (info && info->holder == holder) remove_if_same(path, st);
+  std::string dir = dir_ + "/locks";
+  std::string path = dir + "/" + key + ".lock";
+  auto guard = LockGuard::take(dir);
+  if (!guard) {
+    log::warn("acme_unlock_failed").kv("lock", path).kv("error", guard.errors().front().str());
+    return;
   }
-  ::close(fd);
+  auto text = read_file(path);
+  if (!text || !*text) return;
+  auto info = parse_lock(**text, path);
+  // Someone else's lock (ours expired and was taken over) stays where it is.
+  if (!info || info->holder != holder) return;
+  if (::unlink(path.c_str()) == 0) fsync_dir(dir);
 }
 
 std::string Storage::challenge_dir() const {

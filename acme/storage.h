@@ -95,10 +95,9 @@ class Storage {
   // A lock with an expiry (RFC-free; Caddy's storage locks). True when this holder now holds
   // it: it was free, expired, or already ours (the expiry is then pushed out). A lock whose
   // holder died is taken over once `ttl` has passed since it was last refreshed. Of several
-  // processes racing for a free or expired lock exactly one wins: the file is created with
-  // O_EXCL, and an expired one is removed only if it still is the file that was judged
-  // expired (renamed aside and compared by inode). Refresh well before `ttl` runs out (say at
-  // ttl/3): a refresh that races with the expiry itself can overwrite a contender's take-over.
+  // processes racing for a free or expired lock exactly one wins: a free lock is created with
+  // O_EXCL, and refreshing, taking over and unlocking an existing one happen under an flock on
+  // `locks/.guard`. Refresh well before `ttl` runs out (say at ttl/3).
   Result<bool> try_lock(const std::string& key, const std::string& holder,
                         std::chrono::seconds ttl) const;
   // Removes the lock only when `holder` holds it (not after another took it over).
