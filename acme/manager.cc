@@ -47,9 +47,16 @@ Result<std::string> new_cert_key_pem() {
 // read) and from storage, where the other replicas behind the same name find it.
 class GatewaySolver : public Solver {
  public:
-  explicit GatewaySolver(const Storage& storage) : storage_(storage) {}
+  GatewaySolver(const Storage& storage, const std::function<Result<bool>()>& distribute)
+      : storage_(storage), distribute_(distribute) {}
 
   Result<bool> present(const Challenge& c) override {
+    auto stored = store(c);
+    if (!stored || !distribute_) return stored;
+    return distribute_();
+  }
+
+  Result<bool> store(const Challenge& c) {
     auto& reg = tls::AcmeChallenges::instance();
     if (c.type == "http-01") {
       reg.put_http01(c.token, c.key_authorization);
@@ -75,6 +82,7 @@ class GatewaySolver : public Solver {
 
  private:
   const Storage& storage_;
+  const std::function<Result<bool>()>& distribute_;
 };
 
 }  // namespace
@@ -197,6 +205,7 @@ bool Manager::due(const Entry& e, SystemTime now) const {
 
 SystemTime Manager::next_wake(SystemTime now) const {
   SystemTime wake = now + options_.check_interval;
+  if (!options_.issue) return wake;  // nothing is ever due: only storage is re-read
   for (const auto& [name, e] : entries_) {
     SystemTime t = now;
     if (e.cert) {
@@ -226,7 +235,7 @@ void Manager::run() {
     }
     std::vector<std::string> todo;
     for (const auto& [name, e] : entries_)
-      if (due(e, now)) todo.push_back(name);
+      if (options_.issue && due(e, now)) todo.push_back(name);
     if (changed && options_.on_change) {
       lock.unlock();
       options_.on_change();
@@ -436,7 +445,7 @@ bool Manager::attempt(const std::string& name) {
     req.cert_key_pem = cert_key_pem;
     req.challenge_types = want.challenges;
     if (renewal && !snap.meta.ari_id.empty()) req.replaces = snap.meta.ari_id;
-    GatewaySolver solver(storage_);
+    GatewaySolver solver(storage_, options_.distribute_challenge);
     issued = client.obtain(*account_key, *kid, req, solver);
   }
 

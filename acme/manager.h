@@ -60,6 +60,13 @@ class Manager : public engine::ManagedCerts {
     std::chrono::seconds lock_ttl{std::chrono::minutes(5)};
     // How often a replica waiting for another's lock looks again.
     std::chrono::milliseconds lock_poll{std::chrono::seconds(2)};
+    // False on a server configured by a controller (cluster/): the certificates the controller
+    // pushed into storage are served and re-read, nothing is ever ordered from a CA.
+    bool issue = true;
+    // Called on the manager's thread once a challenge answer is in storage and before the CA is
+    // told to validate: a controller pushes the answer to its servers here, since the CA may
+    // reach any of them. An error fails the attempt (and backs off).
+    std::function<Result<bool>()> distribute_challenge;
   };
 
   explicit Manager(Options options);

@@ -467,6 +467,10 @@ bool expect(std::string_view s, size_t& pos, std::string_view chars) {
 
 }  // namespace
 
+Result<bool> write_file_atomic(const std::string& path, const std::string& content, unsigned mode) {
+  return write_atomic(path, content, mode);
+}
+
 std::string rfc3339(SystemTime t) {
   int64_t ns = duration_cast<nanoseconds>(t.time_since_epoch()).count();
   int64_t secs = floor_div(ns, 1'000'000'000);

@@ -28,6 +28,10 @@ using SystemTime = std::chrono::system_clock::time_point;
 
 std::string issuer_key(const std::string& directory_url);
 std::string storage_name(const std::string& name);  // "*.a.example" -> "wildcard_.a.example"
+// Writes `content` to `path` as storage does: a temporary in the same directory, fsync, rename,
+// fsync of the directory; missing directories are made 0700. For the cluster's pushed files.
+Result<bool> write_file_atomic(const std::string& path, const std::string& content, unsigned mode);
+
 // The try_lock() key for ordering `name` from `issuer`: "<issuer>-<storage_name(name)>".
 std::string lock_key(const std::string& issuer, const std::string& name);
 

@@ -102,10 +102,10 @@ const std::vector<Spec>& specs() {
          const std::string m = lower(v);
          if (m == "standalone") {
            o.mode = Mode::standalone;
-         } else if (m == "controller" || m == "server") {
-           // The controller/server split with authenticated pushes is a later piece of work;
-           // running one half alone would silently serve nothing.
-           return "'" + v + "' is not supported yet (only standalone)";
+         } else if (m == "controller") {
+           o.mode = Mode::controller;
+         } else if (m == "server") {
+           o.mode = Mode::server;
          } else {
            return "expected standalone, controller or server";
          }
@@ -179,6 +179,32 @@ const std::vector<Spec>& specs() {
       {"event-throttle-interval", "CADDY_DOCKER_EVENT_THROTTLE_INTERVAL", "100ms", false,
        [](Options& o, const std::string& v) {
          return set_duration(o.event_throttle_interval, v, std::chrono::milliseconds(0));
+       }},
+      {"push-secret-file", "HSP_PUSH_SECRET_FILE", "", false,
+       [](Options& o, const std::string& v) -> std::optional<std::string> {
+         o.push_secret_file = v;
+         return std::nullopt;
+       }},
+      {"controller-servers", "HSP_CONTROLLER_SERVERS", "", false,
+       [](Options& o, const std::string& v) -> std::optional<std::string> {
+         o.controller_servers.clear();
+         for (const auto& item : split_list(v)) {
+           if (item.empty()) continue;
+           if (item.rfind(':') == std::string::npos || item.back() == ':')
+             return "'" + item + "': expected host:port";
+           o.controller_servers.push_back(item);
+         }
+         return std::nullopt;
+       }},
+      {"admin-listen", "HSP_ADMIN_LISTEN", "<controller network address>:2019", false,
+       [](Options& o, const std::string& v) -> std::optional<std::string> {
+         if (v.rfind(':') == std::string::npos) return "expected ip:port";
+         o.admin_listen = v;
+         return std::nullopt;
+       }},
+      {"push-check-interval", "HSP_PUSH_CHECK_INTERVAL", "5s", false,
+       [](Options& o, const std::string& v) {
+         return set_duration(o.push_check_interval, v, std::chrono::milliseconds(100));
        }},
       {"log-level", "CADDY_DOCKER_LOG_LEVEL", "info", false,
        [](Options& o, const std::string& v) -> std::optional<std::string> {
@@ -256,6 +282,23 @@ Result<Options> resolve(const FlagValues& flags, const Getenv& env, std::string 
     errors.push_back({{}, "--docker-apis-version has more entries than --docker-sockets"});
   }
   o.docker_apis_version.resize(o.docker_sockets.size());
+  if (o.mode != Mode::standalone && o.push_secret_file.empty()) {
+    errors.push_back({{},
+                      std::string("mode ") +
+                          (o.mode == Mode::controller ? "controller" : "server") +
+                          " needs HSP_PUSH_SECRET_FILE (--push-secret-file): the secret "
+                          "that authenticates pushes"});
+  }
+  if (o.mode == Mode::server && o.controller_network.empty() && o.admin_listen.empty()) {
+    errors.push_back({{},
+                      "mode server needs CADDY_CONTROLLER_NETWORK (its admin listener binds "
+                      "there) or HSP_ADMIN_LISTEN"});
+  }
+  if (o.mode == Mode::controller && o.controller_network.empty() && o.controller_servers.empty()) {
+    errors.push_back({{},
+                      "mode controller needs CADDY_CONTROLLER_NETWORK (to find servers in "
+                      "Docker) or HSP_CONTROLLER_SERVERS"});
+  }
   if (!errors.empty()) return errors;
   return o;
 }

@@ -27,7 +27,9 @@ struct Options {
   std::vector<std::string> docker_sockets;
   // Per socket, aligned by index: an API version such as "1.41" to pin, or "" to negotiate.
   std::vector<std::string> docker_apis_version;
-  std::string controller_network;             // a CIDR; kept for the controller mode (issue 8)
+  // The controller network (a CIDR): where a controller finds its servers' addresses and where
+  // a server's admin listener binds and takes pushes from.
+  std::string controller_network;
   std::vector<std::string> ingress_networks;  // names; empty: the gateway container's networks
   std::string caddyfile_path;                 // base Caddyfile, re-read every cycle
   std::string envfile;                        // KEY=VALUE file loaded into the environment
@@ -39,7 +41,16 @@ struct Options {
   std::chrono::milliseconds polling_interval{30000};
   std::chrono::milliseconds event_throttle_interval{100};
   std::string log_level;  // CADDY_DOCKER_LOG_LEVEL, applied by the caller
+  // Controller and server modes (cluster/); not CDP's, hence HSP_ variables.
+  std::string push_secret_file;                 // the shared secret both ends seal pushes with
+  std::vector<std::string> controller_servers;  // "host:port" servers outside Swarm discovery
+  std::string admin_listen;  // a server's admin listener; default <controller network ip>:2019
+  std::chrono::milliseconds push_check_interval{5000};
 };
+
+// The port a server's admin listener takes when only the controller network is given (CDP's
+// Caddy admin port).
+inline constexpr int kAdminPort = 2019;
 
 // True when `flag` (without `--` and `=value`) names one of the options above.
 bool is_option_flag(std::string_view flag);

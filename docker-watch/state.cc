@@ -1,5 +1,7 @@
 #include "docker-watch/state.h"
 
+#include "cluster/admin_http.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -329,6 +331,33 @@ Built build_sources(const std::vector<DaemonState>& daemons, const IngressSet& i
     }
   }
   return out;
+}
+
+std::vector<std::string> controlled_servers(const std::vector<DaemonState>& daemons,
+                                            const std::string& controller_network, int port) {
+  std::set<std::string> out;
+  auto add = [&](std::string ip) {
+    if (auto slash = ip.find('/'); slash != std::string::npos) ip.resize(slash);
+    if (ip.empty() || !cluster::address_in_cidr(ip, controller_network)) return;
+    bool v6 = ip.find(':') != std::string::npos;
+    out.insert((v6 ? "[" + ip + "]" : ip) + ":" + std::to_string(port));
+  };
+  const std::string label(kControlledServerLabel);
+  for (const auto& d : daemons) {
+    for (const auto& s : d.services) {
+      if (!s.labels.count(label)) continue;
+      for (const auto& t : d.tasks) {
+        if (t.service_id != s.id || t.state != "running") continue;
+        for (const auto& n : t.networks)
+          for (const auto& a : n.addresses) add(a);
+      }
+    }
+    for (const auto& c : d.containers) {
+      if (!c.labels.count(label)) continue;
+      for (const auto& n : c.networks) add(n.ipv4);
+    }
+  }
+  return {out.begin(), out.end()};
 }
 
 Result<DaemonState> fetch(Client& client, const Options& options) {

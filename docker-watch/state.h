@@ -121,6 +121,16 @@ struct Built {
 Built build_sources(const std::vector<DaemonState>& daemons, const IngressSet& ingress,
                     const Options& options);
 
+// The label that marks a controller's servers (CDP's): on a service, each running task is a
+// server; on a container, the container is.
+inline constexpr std::string_view kControlledServerLabel = "caddy_controlled_server";
+
+// The admin addresses ("ip:port", IPv6 in brackets) of the controlled servers whose addresses
+// lie in `controller_network` (a CIDR), sorted and without duplicates. Addresses outside it are
+// not servers' admin addresses: the controller network is the only one they listen on.
+std::vector<std::string> controlled_servers(const std::vector<DaemonState>& daemons,
+                                            const std::string& controller_network, int port);
+
 // Reads one daemon's state. Any failed listing fails the whole read: a daemon that cannot be
 // listed never counts as one without services.
 Result<DaemonState> fetch(Client& client, const Options& options);

@@ -135,11 +135,15 @@ Result<Generator::Cycle> Generator::run() {
   gen.process = options_.process_caddyfile;
   gen.validator = validator_;
   cycle.generated = labels::generate(sources, gen);
+  if (options_.mode == Mode::controller && !options_.controller_network.empty())
+    cycle.controlled_servers = controlled_servers(daemons, options_.controller_network, kAdminPort);
   return cycle;
 }
 
-Watcher::Watcher(Options options, labels::Validator validator, Apply apply)
-    : generator_(std::move(options), std::move(validator)), apply_(std::move(apply)) {}
+Watcher::Watcher(Options options, labels::Validator validator, Apply apply, Apply observe)
+    : generator_(std::move(options), std::move(validator)),
+      apply_(std::move(apply)),
+      observe_(std::move(observe)) {}
 
 Watcher::~Watcher() {
   stop();
@@ -245,6 +249,7 @@ void Watcher::loop() {
       log_problems(cycle->generated);
       last_problems_ = std::move(problems);
     }
+    if (observe_) observe_(*cycle);
     if (last_text_ && *last_text_ == cycle->generated.caddyfile) {
       log::debug("docker_generation_unchanged");
       continue;

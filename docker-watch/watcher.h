@@ -43,6 +43,8 @@ class Generator {
     labels::Generated generated;
     std::vector<std::string> warnings;  // services/containers outside the ingress networks
     std::vector<std::string> notes;     // how the ingress networks were chosen, on change
+    // Controller mode: the servers' admin addresses found this cycle (state.h).
+    std::vector<std::string> controlled_servers;
   };
   Result<Cycle> run();
 
@@ -65,7 +67,9 @@ void log_problems(const labels::Generated& generated);
 class Watcher {
  public:
   using Apply = std::function<void(const Generator::Cycle&)>;
-  Watcher(Options options, labels::Validator validator, Apply apply);
+  // `apply` gets each cycle whose Caddyfile differs from the last; `observe`, when set, every
+  // successful cycle (before `apply`), e.g. for the controller's server list.
+  Watcher(Options options, labels::Validator validator, Apply apply, Apply observe = nullptr);
   ~Watcher();  // stops
   Watcher(const Watcher&) = delete;
   Watcher& operator=(const Watcher&) = delete;
@@ -83,6 +87,7 @@ class Watcher {
 
   Generator generator_;
   Apply apply_;
+  Apply observe_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<bool> stop_{false};

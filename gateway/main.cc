@@ -6,12 +6,14 @@
 // flight finish within grace_period and exit 0; a second SIGTERM/SIGINT exits at once (rc 1).
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -22,9 +24,14 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "acme/certs_cli.h"
 #include "acme/manager.h"
 #include "acme/storage.h"
+#include "cluster/admin_http.h"
+#include "cluster/controller.h"
+#include "cluster/server.h"
 #include "config/adapt_json.h"
 #include "config/compile.h"
 #include "docker-watch/options.h"
@@ -94,8 +101,9 @@ struct Args {
   bool docker = false;                 // run/adapt --docker
   docker::FlagValues docker_flags;     // CDP's options given as flags
   int threads = 0;
-  bool quic_retry = false;  // --quic-retry: every new QUIC client proves its address first
-  std::string data_dir;     // --data-dir (else $HSP_DATA_DIR, else the XDG data directory)
+  bool quic_retry = false;    // --quic-retry: every new QUIC client proves its address first
+  std::string data_dir;       // --data-dir (else $HSP_DATA_DIR, else the XDG data directory)
+  std::string health_listen;  // --health-listen (else $HSP_HEALTH_LISTEN): the health probe
   int demo_port = 8080;
   bool demo_port_set = false;
   bool json = false;                    // certs --json
@@ -146,6 +154,10 @@ Args parse_args(int argc, char** argv) {
       a.demo_port_set = true;
     } else if (arg == "--data-dir" || arg.rfind("--data-dir=", 0) == 0) {
       a.data_dir = value("--data-dir");
+    } else if (arg == "--health-listen" || arg.rfind("--health-listen=", 0) == 0) {
+      a.health_listen = value("--health-listen");
+    } else if (a.command == "health" && arg.rfind("--", 0) != 0) {
+      a.positional.push_back(arg);
     } else if (arg == "--quic-retry") {
       a.quic_retry = true;
     } else if (arg == "--docker") {
@@ -180,6 +192,10 @@ Args parse_args(int argc, char** argv) {
       a.error = "unknown argument: " + arg;
     }
   }
+  if (a.health_listen.empty()) {
+    const char* env = std::getenv("HSP_HEALTH_LISTEN");
+    if (env) a.health_listen = env;
+  }
   if (!a.bad && a.demo_port_set && (!a.config.empty() || a.docker)) {
     a.bad = true;
     a.error = "--demo-port applies to the embedded demo only, not with --config or --docker";
@@ -196,26 +212,31 @@ Args parse_args(int argc, char** argv) {
 }
 
 void print_usage(FILE* out) {
-  std::fprintf(out,
-               "usage:\n"
-               "  hsp-gateway run [--config FILE] [--threads N] [--demo-port PORT]\n"
-               "                  [--data-dir DIR] [--quic-retry]\n"
-               "  hsp-gateway run --docker [--config BASE_CADDYFILE] [--threads N] [OPTIONS]\n"
-               "  hsp-gateway adapt --config FILE\n"
-               "  hsp-gateway adapt --labels FILE [--upstream NAME]...\n"
-               "  hsp-gateway adapt --docker [--config BASE_CADDYFILE] [OPTIONS]\n"
-               "  hsp-gateway validate --config FILE\n"
-               "  hsp-gateway certs [--data-dir DIR] [--json]\n"
-               "  hsp-gateway certs renew NAME [--data-dir DIR]\n"
-               "  hsp-gateway version\n"
-               "  hsp-gateway help\n"
-               "--quic-retry: every new HTTP/3 client proves its address with a Retry first\n"
-               "(one more round trip); without it, only under a flood of handshakes.\n"
-               "run without --config serves the embedded demo: 127.0.0.1:PORT proxying to a demo\n"
-               "page on 127.0.0.1:PORT+1 (PORT defaults to 8080).\n"
-               "--docker serves the caddy.* labels of Docker services and containers, as\n"
-               "caddy-docker-proxy does; its OPTIONS (an environment variable that is set wins\n"
-               "over its flag):\n");
+  std::fprintf(
+      out,
+      "usage:\n"
+      "  hsp-gateway run [--config FILE] [--threads N] [--demo-port PORT]\n"
+      "                  [--data-dir DIR] [--quic-retry] [--health-listen ADDR]\n"
+      "  hsp-gateway run --docker [--config BASE_CADDYFILE] [--threads N] [OPTIONS]\n"
+      "  hsp-gateway adapt --config FILE\n"
+      "  hsp-gateway adapt --labels FILE [--upstream NAME]...\n"
+      "  hsp-gateway adapt --docker [--config BASE_CADDYFILE] [OPTIONS]\n"
+      "  hsp-gateway validate --config FILE\n"
+      "  hsp-gateway certs [--data-dir DIR] [--json]\n"
+      "  hsp-gateway certs renew NAME [--data-dir DIR]\n"
+      "  hsp-gateway health [ADDR]\n"
+      "  hsp-gateway version\n"
+      "  hsp-gateway help\n"
+      "--health-listen ADDR (or HSP_HEALTH_LISTEN): answer GET /healthz on ADDR (ip:port);\n"
+      "`health` asks it (default ADDR: $HSP_HEALTH_LISTEN, else 127.0.0.1:2020) and exits\n"
+      "0 when the gateway is serving (the image's HEALTHCHECK).\n"
+      "--quic-retry: every new HTTP/3 client proves its address with a Retry first\n"
+      "(one more round trip); without it, only under a flood of handshakes.\n"
+      "run without --config serves the embedded demo: 127.0.0.1:PORT proxying to a demo\n"
+      "page on 127.0.0.1:PORT+1 (PORT defaults to 8080).\n"
+      "--docker serves the caddy.* labels of Docker services and containers, as\n"
+      "caddy-docker-proxy does; its OPTIONS (an environment variable that is set wins\n"
+      "over its flag):\n");
   std::fputs(docker::describe_options().c_str(), out);
 }
 
@@ -259,28 +280,34 @@ class Control {
   // before the data plane starts.
   bool publish(const config::Config& cfg, const std::string& source, bool initial,
                const char* fail_msg, bool reload = true) {
+    Errors errs = try_publish(cfg, source, initial, reload);
+    log_errors(fail_msg, errs);
+    return errs.empty();
+  }
+  // As publish(), returning the snapshot's errors instead of logging them.
+  Errors try_publish(const config::Config& cfg, const std::string& source, bool initial,
+                     bool reload = true) {
     std::lock_guard lock(mu_);
     auto snap = engine::Snapshot::build(cfg, registry_, generation_ + 1, certs_);
-    if (!snap) {
-      log_errors(fail_msg, snap.errors());
-      return false;
-    }
+    if (!snap) return snap.errors();
     ++generation_;
     apply_log_level(cfg);
     store_.publish(*snap);
     if (dp_ && !initial) log_errors("listen_failed", dp_->sync_listeners());
     if (!initial) {
       log::info("config_loaded")
-          .kv("generation", generation_)
+          .kv("generation", generation_.load())
           .kv("config", source)
-          .kv("source", source == "<docker>" ? "docker" : "file")
+          .kv("source", source == "<docker>"       ? "docker"
+                        : source == "<controller>" ? "controller"
+                                                   : "file")
           .kv("threads", dp_ ? dp_->threads() : 0)
           .kv("reload", reload);
     }
-    return true;
+    return {};
   }
 
-  uint64_t generation() const { return generation_; }
+  uint64_t generation() const { return generation_.load(std::memory_order_relaxed); }
 
   // Rebuilds the current snapshot from its own config so that local-CA leaves past 2/3 of their
   // life are renewed (LocalCa renews only when asked). Connections keep their certificates;
@@ -296,7 +323,7 @@ class Control {
     }
     ++generation_;
     store_.publish(*snap);
-    log::info("tls_certificates_renewed").kv("generation", generation_);
+    log::info("tls_certificates_renewed").kv("generation", generation_.load());
   }
 
  private:
@@ -305,7 +332,7 @@ class Control {
   engine::UpstreamRegistry& registry_;
   http1::DataPlane* dp_ = nullptr;
   engine::CertAuthority* certs_ = nullptr;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};  // read by the health probe's thread
 };
 
 sigset_t block_control_signals() {
@@ -363,19 +390,23 @@ int drain_and_stop(http1::DataPlane& dp, engine::SnapshotStore& store, int sig,
 // first config. Null (after logging why) when the config does not build or a port cannot be
 // bound.
 struct Serving {
-  explicit Serving(const std::string& data_dir) : certs(data_dir) {
+  // `tune` adjusts the ACME manager's options for a mode (a controller's servers never order).
+  Serving(const std::string& data_dir, const std::function<void(acme::Manager::Options&)>& tune)
+      : certs(data_dir) {
     control.set_certs(&certs);
     // ACME names: the manager serves what storage holds from the first snapshot on, and asks
     // for a rebuild whenever a certificate arrives or is renewed.
     acme::Manager::Options o;
     o.data_dir = data_dir;
     o.on_change = [this] { control.renew_certificates(); };
+    if (tune) tune(o);
     acme = std::make_unique<acme::Manager>(std::move(o));
     certs.set_managed(acme.get());
   }
   ~Serving() {
     // First: its thread calls back into `control`.
     if (acme) acme->stop();
+    if (health) health->stop();
     {
       std::lock_guard lock(renew_mu);
       renew_stop = true;
@@ -401,7 +432,10 @@ struct Serving {
   engine::UpstreamRegistry registry;
   engine::SnapshotStore store;
   Control control{store, registry};
-  std::unique_ptr<http1::DataPlane> dp;
+  std::unique_ptr<http1::DataPlane> dp;  // null in controller mode: it serves no traffic
+  std::unique_ptr<cluster::AdminServer> health;
+  std::string mode = "standalone";
+  std::function<uint64_t()> config_version;  // server and controller modes: the pushed version
   sigset_t signals;
   std::thread renewer;
   std::mutex renew_mu;
@@ -409,26 +443,77 @@ struct Serving {
   bool renew_stop = false;
 };
 
+// GET /healthz on --health-listen: 200 while the gateway serves (a snapshot is published and,
+// except for a controller, the data plane runs). A server still waiting for its first push is
+// healthy: it is up and will serve as soon as it has a config.
+bool start_health(Serving& s, const std::string& listen) {
+  if (listen.empty()) return true;
+  cluster::AdminServer::Options o;
+  o.listen = listen;
+  o.name = "health";
+  o.body_limit = 0;
+  o.deadline = std::chrono::seconds(3);
+  s.health = std::make_unique<cluster::AdminServer>(o, [&s](const cluster::AdminRequest& r) {
+    if (r.head.target != "/healthz") return cluster::AdminResponse{404, "text/plain", "\n"};
+    nlohmann::json j{
+        {"status", "serving"}, {"mode", s.mode}, {"generation", s.control.generation()}};
+    if (s.config_version) j["config_version"] = s.config_version();
+    bool ok = s.store.load() != nullptr && (s.dp || s.mode == "controller");
+    if (!ok) j["status"] = "starting";
+    return cluster::AdminResponse{ok ? 200 : 503, "application/json", j.dump() + "\n"};
+  });
+  Errors errs = s.health->start();
+  if (!errs.empty()) {
+    log_errors("listen_failed", errs);
+    return false;
+  }
+  log::info("health_listening").kv("address", listen);
+  return true;
+}
+
+struct StartOptions {
+  int threads = 0;
+  std::string data_dir;
+  bool quic_retry = false;
+  bool data_plane = true;  // false: a controller, which only builds snapshots (ACME names)
+  std::string health_listen;
+  std::string mode = "standalone";
+  std::function<void(acme::Manager::Options&)> tune_acme;
+};
+
 std::unique_ptr<Serving> start_serving(const config::Config& first, const std::string& source,
-                                       int threads, const std::string& data_dir, bool quic_retry) {
+                                       const StartOptions& so) {
   // Before any thread starts (the ACME manager's is the first): a thread that leaves SIGHUP
   // unblocked would take a reload signal while the main thread is busy and die of it.
   sigset_t signals = block_control_signals();
-  auto s = std::make_unique<Serving>(engine::data_dir(data_dir));
+  const std::string data_dir = engine::data_dir(so.data_dir);
+  auto s = std::make_unique<Serving>(data_dir, so.tune_acme);
   s->signals = signals;
-  tls::AcmeChallenges::instance().set_shared_dir(engine::data_dir(data_dir) +
-                                                 "/acme/challenge_tokens");
+  s->mode = so.mode;
+  tls::AcmeChallenges::instance().set_shared_dir(data_dir + "/acme/challenge_tokens");
   if (!s->control.publish(first, source, true, "config_error")) return nullptr;
-  s->dp = std::make_unique<http1::DataPlane>(s->store, s->registry,
-                                             http1::Options{threads, true, quic_retry});
-  Errors errs = s->dp->start();
-  if (!errs.empty()) {
-    log_errors("listen_failed", errs);
-    return nullptr;
+  if (so.data_plane) {
+    s->dp = std::make_unique<http1::DataPlane>(s->store, s->registry,
+                                               http1::Options{so.threads, true, so.quic_retry});
+    Errors errs = s->dp->start();
+    if (!errs.empty()) {
+      log_errors("listen_failed", errs);
+      return nullptr;
+    }
+    s->control.attach(s->dp.get());
   }
-  s->control.attach(s->dp.get());
+  if (!start_health(*s, so.health_listen)) return nullptr;
   s->start_renewer();
   return s;
+}
+
+StartOptions start_options(const Args& a) {
+  StartOptions so;
+  so.threads = a.threads;
+  so.data_dir = a.data_dir;
+  so.quic_retry = a.quic_retry;
+  so.health_listen = a.health_listen;
+  return so;
 }
 
 int run(const Args& a) {
@@ -438,7 +523,7 @@ int run(const Args& a) {
     return 1;
   }
   const std::string config_name = a.config.empty() ? std::string("<demo>") : a.config;
-  auto serving = start_serving(*cfg, config_name, a.threads, a.data_dir, a.quic_retry);
+  auto serving = start_serving(*cfg, config_name, start_options(a));
   if (!serving) return 1;
   Control& control = serving->control;
   http1::DataPlane& dp = *serving->dp;
@@ -552,29 +637,218 @@ std::map<std::string, std::string> sites_of(const labels::Blocks& blocks) {
   return out;
 }
 
+// Logs `sites_changed` for a new generated Caddyfile and remembers its sites.
+void log_sites_changed(std::map<std::string, std::string>& sites, const labels::Generated& g,
+                       uint64_t generation) {
+  auto next = sites_of(g.blocks);
+  std::vector<std::string> added, removed, changed;
+  for (const auto& [key, text] : next) {
+    auto it = sites.find(key);
+    if (it == sites.end()) {
+      added.push_back(key);
+    } else if (it->second != text) {
+      changed.push_back(key);
+    }
+  }
+  for (const auto& [key, text] : sites)
+    if (!next.count(key)) removed.push_back(key);
+  log::info("sites_changed")
+      .kv("generation", generation)
+      .kv("added", added)
+      .kv("removed", removed)
+      .kv("changed", changed)
+      .kv("sites", static_cast<uint64_t>(next.size()));
+  sites = std::move(next);
+}
+
+void log_watch_started(const docker::Options& opts, int threads) {
+  log::info("docker_watch_started")
+      .kv("sockets", opts.docker_sockets)
+      .kv("label_prefix", opts.label_prefix)
+      .kv("ingress_networks", opts.ingress_networks)
+      .kv("polling_interval_s", std::chrono::duration<double>(opts.polling_interval).count())
+      .kv("event_throttle_interval_s",
+          std::chrono::duration<double>(opts.event_throttle_interval).count())
+      .kv("base_caddyfile", opts.caddyfile_path)
+      .kv("threads", threads);
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+// Controller mode: watches Docker like standalone, serves no traffic, is the cluster's only
+// ACME client, and pushes each version (Caddyfile, certificates, challenge answers) to the
+// servers (cluster/controller.h).
+int run_controller(const Args& a, const docker::Options& opts) {
+  auto key = cluster::PushKey::from_file(opts.push_secret_file);
+  if (!key) {
+    log_errors("config_error", key.errors());
+    return 1;
+  }
+  cluster::Controller::Options co;
+  co.data_dir = engine::data_dir(a.data_dir);
+  co.key = *key;
+  co.static_servers = opts.controller_servers;
+  co.check_interval = opts.push_check_interval;
+  co.name = host_name();
+  cluster::Controller controller(co);
+
+  StartOptions so = start_options(a);
+  so.data_plane = false;
+  so.mode = "controller";
+  so.tune_acme = [&controller](acme::Manager::Options& o) {
+    o.on_change = [&controller, rebuild = std::move(o.on_change)] {
+      rebuild();
+      controller.files_changed();
+    };
+    // The CA may reach any server: each must have the answer before it is told to look.
+    o.distribute_challenge = [&controller]() -> Result<bool> {
+      if (!controller.push_and_wait(std::chrono::seconds(20)))
+        log::warn("challenge_not_on_every_server").kv("version", controller.version());
+      return true;
+    };
+  };
+  auto empty = config::load_caddyfile_text("", "<docker>");
+  if (!empty) return 1;
+  auto serving = start_serving(*empty, "<docker>", so);
+  if (!serving) return 1;
+  serving->config_version = [&controller] { return controller.version(); };
+  Errors errs = controller.start();
+  if (!errs.empty()) {
+    log_errors("config_error", errs);
+    return 1;
+  }
+  Control& control = serving->control;
+  log_watch_started(opts, 0);
+
+  std::map<std::string, std::string> sites;
+  auto validated = std::make_shared<Validated>();
+  docker::Watcher watcher(
+      opts, snapshot_validator(validated),
+      [&](const docker::Generator::Cycle& c) {
+        const labels::Generated& g = c.generated;
+        auto cfg = validated->take(g.caddyfile);
+        if (!cfg) {
+          log_errors("reload_failed", cfg.errors());
+          return;
+        }
+        // Built here too: it names the ACME certificates this controller must obtain, and a
+        // text that does not build here would not load on the servers either.
+        if (!control.publish(*cfg, "<docker>", false, "reload_failed")) return;
+        log_sites_changed(sites, g, control.generation());
+        controller.set_caddyfile(g.caddyfile);
+      },
+      [&](const docker::Generator::Cycle& c) { controller.set_discovered(c.controlled_servers); });
+  watcher.start();
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&serving->signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      log::info("reload_requested").kv("config", "<docker>");
+      serving->acme->check_now();
+      watcher.trigger();
+      controller.files_changed();
+      continue;
+    }
+    log::info("shutting_down").kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    watcher.stop();
+    serving->acme->stop();
+    controller.stop();
+    log::info("stopped");
+    return 0;
+  }
+}
+
+// Server mode: no Docker; serves what the controller pushes, and the last push it saved when
+// it starts (cluster/server.h).
+int run_server(const Args& a, const docker::Options& opts) {
+  auto key = cluster::PushKey::from_file(opts.push_secret_file);
+  if (!key) {
+    log_errors("config_error", key.errors());
+    return 1;
+  }
+  std::string listen = opts.admin_listen;
+  if (listen.empty()) {
+    auto mine = cluster::local_addresses_in(opts.controller_network);
+    if (mine.empty()) {
+      log::error("config_error")
+          .kv("error", "no address of this host lies in CADDY_CONTROLLER_NETWORK " +
+                           opts.controller_network + ": the admin listener has nowhere to bind");
+      return 1;
+    }
+    bool v6 = mine.front().find(':') != std::string::npos;
+    listen =
+        (v6 ? "[" + mine.front() + "]" : mine.front()) + ":" + std::to_string(docker::kAdminPort);
+  }
+  StartOptions so = start_options(a);
+  so.mode = "server";
+  so.tune_acme = [](acme::Manager::Options& o) { o.issue = false; };
+  auto empty = config::load_caddyfile_text("", "<controller>");
+  if (!empty) return 1;
+  auto serving = start_serving(*empty, "<controller>", so);
+  if (!serving) return 1;
+  Control& control = serving->control;
+  cluster::PushReceiver receiver({engine::data_dir(a.data_dir), *key},
+                                 [&](const std::string& caddyfile, uint64_t version) -> Errors {
+                                   auto cfg =
+                                       config::load_caddyfile_text(caddyfile, "<controller>");
+                                   if (!cfg) return cfg.errors();
+                                   return control.try_publish(*cfg, "<controller>", false);
+                                 });
+  serving->config_version = [&receiver] { return receiver.version(); };
+  receiver.restore();
+
+  cluster::AdminServer::Options ao;
+  ao.listen = listen;
+  ao.name = "admin";
+  if (!opts.controller_network.empty()) ao.allowed = {opts.controller_network};
+  cluster::AdminServer admin(ao,
+                             [&](const cluster::AdminRequest& r) { return receiver.handle(r); });
+  Errors errs = admin.start();
+  if (!errs.empty()) {
+    log_errors("listen_failed", errs);
+    return 1;
+  }
+  log::info("server_listening")
+      .kv("admin", listen)
+      .kv("allowed", ao.allowed)
+      .kv("version", receiver.version())
+      .kv("threads", serving->dp->threads());
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&serving->signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      log::info("reload_requested").kv("config", "<controller>");
+      serving->acme->check_now();
+      continue;
+    }
+    admin.stop();  // no push lands while draining
+    return drain_and_stop(*serving->dp, serving->store, sig, serving->signals);
+  }
+}
+
 int run_docker(const Args& a) {
   auto opts = docker_options(a);
   if (!opts) {
     for (const auto& e : opts.errors()) std::fprintf(stderr, "hsp-gateway: %s\n", e.str().c_str());
     return 2;
   }
+  if (opts->mode == docker::Mode::controller) return run_controller(a, *opts);
+  if (opts->mode == docker::Mode::server) return run_server(a, *opts);
   // Nothing to serve until the first generation: an empty snapshot, no listeners.
   auto empty = config::load_caddyfile_text("", "<docker>");
   if (!empty) return 1;
-  auto serving = start_serving(*empty, "<docker>", a.threads, a.data_dir, a.quic_retry);
+  auto serving = start_serving(*empty, "<docker>", start_options(a));
   if (!serving) return 1;
   Control& control = serving->control;
   http1::DataPlane& dp = *serving->dp;
   const sigset_t& set = serving->signals;
-  log::info("docker_watch_started")
-      .kv("sockets", opts->docker_sockets)
-      .kv("label_prefix", opts->label_prefix)
-      .kv("ingress_networks", opts->ingress_networks)
-      .kv("polling_interval_s", std::chrono::duration<double>(opts->polling_interval).count())
-      .kv("event_throttle_interval_s",
-          std::chrono::duration<double>(opts->event_throttle_interval).count())
-      .kv("base_caddyfile", opts->caddyfile_path)
-      .kv("threads", dp.threads());
+  log_watch_started(*opts, dp.threads());
 
   std::map<std::string, std::string> sites;
   bool published = false;
@@ -595,25 +869,7 @@ int run_docker(const Args& a) {
                               return;
                             }
                             published = true;
-                            auto next = sites_of(g.blocks);
-                            std::vector<std::string> added, removed, changed;
-                            for (const auto& [key, text] : next) {
-                              auto it = sites.find(key);
-                              if (it == sites.end()) {
-                                added.push_back(key);
-                              } else if (it->second != text) {
-                                changed.push_back(key);
-                              }
-                            }
-                            for (const auto& [key, text] : sites)
-                              if (!next.count(key)) removed.push_back(key);
-                            log::info("sites_changed")
-                                .kv("generation", control.generation())
-                                .kv("added", added)
-                                .kv("removed", removed)
-                                .kv("changed", changed)
-                                .kv("sites", static_cast<uint64_t>(next.size()));
-                            sites = std::move(next);
+                            log_sites_changed(sites, g, control.generation());
                           });
   watcher.start();
 
@@ -776,6 +1032,27 @@ int certs(const Args& a) {
 
 }  // namespace
 
+// `health [ADDR]`: asks a running gateway's health listener; exit 0 when it is serving.
+int health(const Args& a) {
+  if (a.positional.size() > 1) return usage("health takes at most one address");
+  std::string addr = !a.positional.empty()      ? a.positional[0]
+                     : !a.health_listen.empty() ? a.health_listen
+                                                : std::string("127.0.0.1:2020");
+  auto hp = cluster::parse_host_port(addr);
+  if (!hp) return usage(hp.errors().front().message);
+  auto r = cluster::http_request(*hp, "GET", "/healthz", "", std::chrono::seconds(3));
+  if (!r) {
+    std::fprintf(stderr, "hsp-gateway: unhealthy: %s\n", r.errors().front().message.c_str());
+    return 1;
+  }
+  if (r->status != 200) {
+    std::fprintf(stderr, "hsp-gateway: unhealthy: %d %s", r->status, r->body.c_str());
+    return 1;
+  }
+  std::fwrite(r->body.data(), 1, r->body.size(), stdout);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   Args a = parse_args(argc, argv);
   if (a.command == "help" || a.command == "--help" || a.command == "-h") {
@@ -797,5 +1074,6 @@ int main(int argc, char** argv) {
   if (a.command == "adapt") return adapt(a);
   if (a.command == "validate") return validate(a);
   if (a.command == "certs") return certs(a);
+  if (a.command == "health") return health(a);
   return usage("unknown command: " + a.command);
 }

@@ -60,6 +60,34 @@ TEST(DockerOptions, ListsAndBooleans) {
   EXPECT_EQ(o->docker_apis_version.size(), 2u);
 }
 
+TEST(DockerOptions, ControllerAndServerModesNeedASecretAndAnAddress) {
+  EXPECT_EQ(first_error(resolve({{"mode", "primary"}}, env_of({}))),
+            "--mode='primary': expected standalone, controller or server");
+  EXPECT_NE(
+      first_error(resolve({{"mode", "controller"}}, env_of({}))).find("needs HSP_PUSH_SECRET_FILE"),
+      std::string::npos);
+  EXPECT_NE(first_error(resolve({{"mode", "server"}, {"push-secret-file", "/s"}}, env_of({})))
+                .find("needs CADDY_CONTROLLER_NETWORK"),
+            std::string::npos);
+  EXPECT_EQ(first_error(resolve({}, env_of({{"HSP_CONTROLLER_SERVERS", "10.0.0.5"}}))),
+            "HSP_CONTROLLER_SERVERS='10.0.0.5': '10.0.0.5': expected host:port");
+  auto c = resolve({{"push-secret-file", "/run/secrets/s"}},
+                   env_of({{"CADDY_DOCKER_MODE", "Controller"},
+                           {"CADDY_CONTROLLER_NETWORK", "10.200.200.0/24"},
+                           {"HSP_CONTROLLER_SERVERS", "edge1:2019, [::1]:2019"},
+                           {"HSP_PUSH_CHECK_INTERVAL", "2s"}}));
+  ASSERT_TRUE(c.ok()) << first_error(c);
+  EXPECT_EQ(c->mode, Mode::controller);
+  EXPECT_EQ(c->controller_servers, (std::vector<std::string>{"edge1:2019", "[::1]:2019"}));
+  EXPECT_EQ(c->push_check_interval, std::chrono::milliseconds(2000));
+  auto s =
+      resolve({{"mode", "server"}, {"push-secret-file", "/s"}, {"admin-listen", "10.1.1.1:2019"}},
+              env_of({}));
+  ASSERT_TRUE(s.ok()) << first_error(s);
+  EXPECT_EQ(s->mode, Mode::server);
+  EXPECT_EQ(s->admin_listen, "10.1.1.1:2019");
+}
+
 TEST(DockerOptions, InvalidValuesNameTheOptionAndItsSource) {
   EXPECT_EQ(first_error(resolve({{"polling-interval", "soon"}}, env_of({}))),
             "--polling-interval='soon': expected a duration such as 100ms, 30s or 1m");
@@ -67,8 +95,6 @@ TEST(DockerOptions, InvalidValuesNameTheOptionAndItsSource) {
             "CADDY_DOCKER_PROXY_SERVICE_TASKS='maybe': expected true or false");
   EXPECT_EQ(first_error(resolve({{"controller-network", "caddy_controller"}}, env_of({}))),
             "--controller-network='caddy_controller': expected a CIDR such as 10.200.200.0/24");
-  EXPECT_NE(first_error(resolve({{"mode", "controller"}}, env_of({}))).find("not supported yet"),
-            std::string::npos);
   EXPECT_NE(first_error(resolve({}, env_of({{"DOCKER_HOST", "tcp://127.0.0.1:2375"}})))
                 .find("only unix sockets"),
             std::string::npos);

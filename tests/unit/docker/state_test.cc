@@ -175,3 +175,26 @@ TEST(DockerState, GeneratedCaddyfileMergesServicesThatShareASite) {
 
 }  // namespace
 }  // namespace hsp::docker
+
+namespace hsp::docker {
+namespace {
+
+TEST(DockerState, ControlledServersAreLabelledTasksAndContainersInTheControllerNetwork) {
+  auto d = daemon_state();
+  // web (s2) runs t1 (mesh 10.0.0.9, caddy 10.0.1.9) and t2 (10.0.1.10); t3 is not running.
+  d.services[0].labels["caddy_controlled_server"] = "";
+  d.containers[0].labels["caddy_controlled_server"] = "true";  // zeta: 10.0.1.30, 172.17.0.2
+  EXPECT_EQ(controlled_servers({d}, "10.0.1.0/24", 2019),
+            (std::vector<std::string>{"10.0.1.10:2019", "10.0.1.30:2019", "10.0.1.9:2019"}));
+  // Another controller network: only addresses inside it count.
+  EXPECT_EQ(controlled_servers({d}, "10.0.0.0/24", 2019),
+            (std::vector<std::string>{"10.0.0.9:2019"}));
+  // api (s1) has an IPv6 address; unlabelled it is not a server, labelled it is.
+  EXPECT_TRUE(controlled_servers({d}, "fd00::/64", 2019).empty());
+  d.services[1].labels["caddy_controlled_server"] = "";
+  EXPECT_EQ(controlled_servers({d}, "fd00::/64", 2019),
+            (std::vector<std::string>{"[fd00::20]:2019"}));
+}
+
+}  // namespace
+}  // namespace hsp::docker
