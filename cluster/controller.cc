@@ -41,7 +41,7 @@ void Controller::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Controller::set_caddyfile(std::string caddyfile) {
+void Controller::set_caddyfile(std::optional<std::string> caddyfile) {
   {
     std::lock_guard lock(mu_);
     caddyfile_ = std::move(caddyfile);

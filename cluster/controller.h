@@ -51,8 +51,9 @@ class Controller {
   Errors start();  // reads the saved version; starts the thread
   void stop();
 
-  // A new generated Caddyfile (each generation that changed it).
-  void set_caddyfile(std::string caddyfile);
+  // A new generated Caddyfile (each generation that changed it); nullopt: nothing to push yet
+  // (servers keep what they have).
+  void set_caddyfile(std::optional<std::string> caddyfile);
   // The servers found in Docker this generation ("ip:port").
   void set_discovered(std::vector<std::string> servers);
   // Certificates or challenge answers changed in the data directory.

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -725,6 +726,7 @@ int run_controller(const Args& a, const docker::Options& opts) {
   log_watch_started(opts, 0);
 
   std::map<std::string, std::string> sites;
+  std::optional<std::string> pushed;  // the Caddyfile the controller pushes; none before one built
   auto validated = std::make_shared<Validated>();
   docker::Watcher watcher(
       opts, snapshot_validator(validated),
@@ -735,11 +737,18 @@ int run_controller(const Args& a, const docker::Options& opts) {
           log_errors("reload_failed", cfg.errors());
           return;
         }
-        // Built here too: it names the ACME certificates this controller must obtain, and a
-        // text that does not build here would not load on the servers either.
-        if (!control.publish(*cfg, "<docker>", false, "reload_failed")) return;
-        log_sites_changed(sites, g, control.generation());
+        // Handed to the controller first: publishing makes the ACME manager order the new
+        // names at once, and their challenge answers must travel with this text, whose sites
+        // the servers need in order to answer. Built here too: a text that does not build here
+        // would not load on the servers either, so it is taken back.
+        std::optional<std::string> previous = std::exchange(pushed, g.caddyfile);
         controller.set_caddyfile(g.caddyfile);
+        if (!control.publish(*cfg, "<docker>", false, "reload_failed")) {
+          pushed = previous;
+          controller.set_caddyfile(previous);
+          return;
+        }
+        log_sites_changed(sites, g, control.generation());
       },
       [&](const docker::Generator::Cycle& c) { controller.set_discovered(c.controlled_servers); });
   watcher.start();
