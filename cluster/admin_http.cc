@@ -261,11 +261,15 @@ Result<HostPort> parse_host_port(std::string_view text) {
 }
 
 bool address_in_cidr(std::string_view ip, std::string_view cidr) {
+  // inet_pton reads up to a NUL: "10.0.0.1\0junk" would pass as 10.0.0.1.
+  if (ip.find('\0') != std::string_view::npos || cidr.find('\0') != std::string_view::npos)
+    return false;
   size_t slash = cidr.find('/');
   if (slash == std::string_view::npos) return false;
   std::string net(cidr.substr(0, slash));
   int bits = 0;
   auto tail = cidr.substr(slash + 1);
+  if (tail.empty() || tail.front() < '0' || tail.front() > '9') return false;  // from_chars: "-0"
   auto [p, ec] = std::from_chars(tail.data(), tail.data() + tail.size(), bits);
   if (ec != std::errc() || p != tail.data() + tail.size() || bits < 0) return false;
   unsigned char a[16], b[16];
@@ -426,7 +430,12 @@ void AdminServer::serve(int fd, const std::string& peer) {
     }
   }
   if (!answer) {
-    log::info("admin_request_abandoned").kv("listener", options_.name).kv("peer", peer);
+    // A bare connect and close is what TCP probes do: not worth a line at info level.
+    if (buf.empty()) {
+      log::debug("admin_request_abandoned").kv("listener", options_.name).kv("peer", peer);
+    } else {
+      log::info("admin_request_abandoned").kv("listener", options_.name).kv("peer", peer);
+    }
     return;
   }
   std::string out = "HTTP/1.1 " + std::to_string(resp.status) + " " + reason(resp.status) +

@@ -136,9 +136,10 @@ Result<Bundle> bundle_from_json(std::string_view text) {
     bf.path = f["path"].get<std::string>();
     if (auto bad = check_path(bf.path)) return bundle_error(*bad);
     if (!seen.insert(bf.path).second) return bundle_error("path '" + bf.path + "' twice");
-    bf.mode = f["mode"].get<unsigned>();
-    if (bf.mode != 0600 && bf.mode != 0644)
+    uint64_t mode = f["mode"].get<uint64_t>();  // not get<unsigned>: 2^32 + 0600 would pass
+    if (mode != 0600 && mode != 0644)
       return bundle_error("path '" + bf.path + "': mode must be 0600 or 0644");
+    bf.mode = static_cast<unsigned>(mode);
     auto data = base64url_decode(f["data"].get<std::string>());
     if (!data) return bundle_error("path '" + bf.path + "': " + data.errors().front().message);
     if (data->size() > kFileLimit) return bundle_error("path '" + bf.path + "' over 1 MiB");

@@ -81,21 +81,23 @@ bool Controller::push_and_wait(milliseconds wait) {
   uint64_t mine = ++requested_;
   cv_.notify_all();
   auto until = std::chrono::steady_clock::now() + wait;
-  if (!cv_.wait_until(lock, until, [&] { return stop_ || completed_ >= mine; })) return false;
-  std::set<std::string> targets(discovered_.begin(), discovered_.end());
-  targets.insert(options_.static_servers.begin(), options_.static_servers.end());
-  if (targets.empty()) return false;
-  for (const auto& t : targets) {
-    auto it = have_.find(t);
-    if (it == have_.end() || it->second != state_.version) return false;
-  }
+  auto settled = [&] {
+    if (stop_) return true;
+    if (rebuilt_ < mine) return false;
+    for (const auto& [target, w] : workers_)
+      if (w->attempted < state_.version) return false;
+    return true;
+  };
+  if (!cv_.wait_until(lock, until, settled) || stop_ || workers_.empty() || sealed_.empty())
+    return false;
+  for (const auto& [target, w] : workers_)
+    if (w->has != state_.version) return false;
   return true;
 }
 
 bool Controller::rebuild() {
-  // Called with mu_ held, from the controller's thread only.
   if (!caddyfile_) return false;
-  if (!dirty_ && !sealed_.empty()) return true;
+  if (!dirty_) return !sealed_.empty();
   dirty_ = false;
   Bundle b;
   b.controller = options_.name;
@@ -109,12 +111,12 @@ bool Controller::rebuild() {
   }
   b.files = std::move(*files);
   std::string digest = bundle_digest(b);
-  if (digest == state_.digest && !sealed_.empty()) return true;
-  if (digest != state_.digest) {
+  if (digest == state_.digest && state_.version > floor_ && !sealed_.empty()) return true;
+  if (digest != state_.digest || state_.version <= floor_) {
     auto now_ms = static_cast<uint64_t>(std::chrono::duration_cast<milliseconds>(
                                             std::chrono::system_clock::now().time_since_epoch())
                                             .count());
-    ControllerState next{std::max(state_.version + 1, now_ms), digest};
+    ControllerState next{std::max({state_.version + 1, floor_ + 1, now_ms}), digest};
     auto saved = save_controller_state(options_.data_dir, next);
     if (!saved) {
       // Pushing a version that a restart could reuse for other content would let servers
@@ -134,26 +136,40 @@ bool Controller::rebuild() {
   return true;
 }
 
-void Controller::sync_one(const std::string& target, uint64_t version, const std::string& sealed) {
-  auto fail = [&](const std::string& why) {
+uint64_t Controller::sync_one(const std::string& target, uint64_t version,
+                              const std::string& sealed) {
+  auto fail = [&](const std::string& why) -> uint64_t {
     std::lock_guard lock(mu_);
     if (error_[target] != why) {
       log::warn("push_failed").kv("server", target).kv("version", version).kv("error", why);
       error_[target] = why;
     }
-    have_.erase(target);
+    return 0;
   };
   auto hp = parse_host_port(target);
   if (!hp) return fail(hp.errors().front().message);
-  auto probe = http_request(*hp, "GET", kVersionPath, "", options_.timeout);
+  auto probe = http_request(*hp, "GET", kVersionPath, "", options_.probe_timeout);
   if (!probe) return fail(probe.errors().front().message);
-  uint64_t theirs = 0;
   auto j = nlohmann::json::parse(probe->body, nullptr, false);
   if (probe->status != 200 || !j.is_object() || !j.contains("version") ||
       !j["version"].is_number_unsigned()) {
     return fail("version probe answered " + std::to_string(probe->status));
   }
-  theirs = j["version"].get<uint64_t>();
+  uint64_t theirs = j["version"].get<uint64_t>();
+  if (theirs > version) {
+    // A newer version than ours: another controller was here with a clock ahead of ours.
+    std::lock_guard lock(mu_);
+    if (theirs > floor_) {
+      log::warn("controller_version_behind")
+          .kv("server", target)
+          .kv("server_version", theirs)
+          .kv("version", version);
+      floor_ = theirs;
+      dirty_ = wake_ = true;
+      cv_.notify_all();
+    }
+    return 0;
+  }
   if (theirs != version) {
     auto pushed = http_request(*hp, "POST", kConfigPath, sealed, options_.timeout);
     if (!pushed) return fail(pushed.errors().front().message);
@@ -167,35 +183,77 @@ void Controller::sync_one(const std::string& target, uint64_t version, const std
   std::lock_guard lock(mu_);
   if (!error_[target].empty()) log::info("push_recovered").kv("server", target);
   error_[target].clear();
-  have_[target] = version;
+  return version;
+}
+
+void Controller::work(Worker& w) {
+  std::unique_lock lock(mu_);
+  while (!stop_ && !w.stop) {
+    if (!sealed_.empty()) {
+      uint64_t version = state_.version;
+      std::string sealed = sealed_;
+      lock.unlock();
+      uint64_t has = sync_one(w.target, version, sealed);
+      lock.lock();
+      w.attempted = version;
+      w.has = has;
+      cv_.notify_all();
+    }
+    // The next interval, or at once when a new version is made.
+    uint64_t tried = w.attempted;
+    cv_.wait_for(lock, options_.check_interval,
+                 [&] { return stop_ || w.stop || (!sealed_.empty() && state_.version != tried); });
+  }
+}
+
+void Controller::reconcile(std::unique_lock<std::mutex>& lock) {
+  std::set<std::string> targets(discovered_.begin(), discovered_.end());
+  targets.insert(options_.static_servers.begin(), options_.static_servers.end());
+  std::vector<std::unique_ptr<Worker>> gone;
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (targets.count(it->first)) {
+      ++it;
+      continue;
+    }
+    it->second->stop = true;
+    gone.push_back(std::move(it->second));
+    error_.erase(it->first);
+    it = workers_.erase(it);
+  }
+  for (const auto& t : targets) {
+    if (workers_.count(t)) continue;
+    auto w = std::make_unique<Worker>();
+    w->target = t;
+    Worker* raw = w.get();
+    w->thread = std::thread([this, raw] { work(*raw); });
+    workers_.emplace(t, std::move(w));
+  }
+  if (gone.empty()) return;
+  cv_.notify_all();
+  lock.unlock();
+  for (auto& w : gone) w->thread.join();  // at most one request's deadline
+  lock.lock();
 }
 
 void Controller::loop() {
   std::unique_lock lock(mu_);
   while (!stop_) {
-    uint64_t round = requested_;
-    if (rebuild()) {
-      std::set<std::string> targets(discovered_.begin(), discovered_.end());
-      targets.insert(options_.static_servers.begin(), options_.static_servers.end());
-      for (auto it = have_.begin(); it != have_.end();)
-        it = targets.count(it->first) ? std::next(it) : have_.erase(it);
-      uint64_t version = state_.version;
-      std::string sealed = sealed_;
-      lock.unlock();
-      std::vector<std::thread> workers;
-      for (const auto& t : targets)
-        workers.emplace_back([this, t, version, &sealed] { sync_one(t, version, sealed); });
-      for (auto& w : workers) w.join();
-      lock.lock();
-    }
-    completed_ = std::max(completed_, round);
-    cv_.notify_all();
-    if (requested_ > round) continue;
+    uint64_t asked = requested_;
+    uint64_t before = state_.version;
+    rebuild();
+    rebuilt_ = std::max(rebuilt_, asked);
+    reconcile(lock);
+    if (state_.version != before || rebuilt_ >= asked) cv_.notify_all();
+    if (requested_ > asked) continue;
     cv_.wait_for(lock, options_.check_interval, [this] { return stop_ || wake_; });
     wake_ = false;
   }
-  completed_ = requested_;
+  for (auto& [t, w] : workers_) w->stop = true;
   cv_.notify_all();
+  lock.unlock();
+  for (auto& [t, w] : workers_) w->thread.join();
+  lock.lock();
+  workers_.clear();
 }
 
 }  // namespace hsp::cluster

@@ -12,12 +12,17 @@
 //   - Versions only grow: max(last + 1, Unix time in ms), kept in <data>/cluster/controller.json,
 //     so a restarted or moved controller is never taken for an older one. A new version is made
 //     only when the Caddyfile or a pushed file changed.
-//   - Servers are contacted in parallel, each with its own deadline: a dead one delays nobody.
+//   - Each server has its own worker thread, so one that hangs (accepts and never answers)
+//     delays nobody else: its probe gives up after 2 s, a push after 10 s, and it is tried
+//     again the next interval.
+//   - A server that answers 409 holds a newer version than this controller (another controller
+//     before it, with a clock ahead of ours): the next version is made above the server's.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -40,8 +45,9 @@ class Controller {
     PushKey key;
     std::vector<std::string> static_servers;  // "host:port"
     std::chrono::milliseconds check_interval{std::chrono::seconds(5)};
-    std::chrono::milliseconds timeout{std::chrono::seconds(10)};  // per request
-    std::string name;                                             // this host, in pushes
+    std::chrono::milliseconds probe_timeout{std::chrono::seconds(2)};  // GET version
+    std::chrono::milliseconds timeout{std::chrono::seconds(10)};       // POST config
+    std::string name;                                                  // this host, in pushes
   };
   explicit Controller(Options options);
   ~Controller();
@@ -58,17 +64,30 @@ class Controller {
   void set_discovered(std::vector<std::string> servers);
   // Certificates or challenge answers changed in the data directory.
   void files_changed();
-  // Pushes the current state now and waits until every server has it or `wait` passed; true
-  // when all have it (and there is at least one server).
+  // Pushes the current state now and waits until every server has it or has failed to take it
+  // (down, hung past its deadline), at most `wait`; true when all have it (and there is at
+  // least one server).
   bool push_and_wait(std::chrono::milliseconds wait);
 
   uint64_t version() const;
 
  private:
+  struct Worker {
+    std::string target;
+    uint64_t attempted = 0;  // the version last tried on it (taken or failed)
+    uint64_t has = 0;        // the version it said it has after that try (0: unknown)
+    bool stop = false;
+    std::thread thread;
+  };
+
   void loop();
-  // Rebuilds the bundle when something changed; returns false when there is nothing to push.
+  void work(Worker& w);
+  // Rebuilds the bundle when something changed (mu_ held); false when there is nothing to push.
   bool rebuild();
-  void sync_one(const std::string& target, uint64_t version, const std::string& sealed);
+  // Adds and removes workers to match the static and discovered servers (mu_ held via `lock`).
+  void reconcile(std::unique_lock<std::mutex>& lock);
+  // One probe, and a push when the server is behind: the version it has now, or 0 on failure.
+  uint64_t sync_one(const std::string& target, uint64_t version, const std::string& sealed);
 
   Options options_;
   mutable std::mutex mu_;
@@ -79,10 +98,12 @@ class Controller {
   std::optional<std::string> caddyfile_;
   std::vector<std::string> discovered_;
   ControllerState state_;
-  std::string sealed_;                        // the current version, sealed
-  std::map<std::string, uint64_t> have_;      // server -> the version it said it has
+  uint64_t floor_ = 0;      // a server's newer version (409): the next one goes above it
+  std::string sealed_;      // the current version, sealed; empty: nothing to push yet
+  uint64_t requested_ = 0;  // rebuilds asked for by push_and_wait
+  uint64_t rebuilt_ = 0;    // and done
+  std::map<std::string, std::unique_ptr<Worker>> workers_;
   std::map<std::string, std::string> error_;  // server -> the last failure, logged on change
-  uint64_t requested_ = 0, completed_ = 0;    // rounds asked for by push_and_wait, and done
   std::thread thread_;
 };
 

@@ -21,10 +21,16 @@ Pebble keeps its state in memory: stop() then start() gives the same ports and f
 CA and no accounts. Every process is a harness.Proc (killed at exit, and with the test process
 by PR_SET_PDEATHSIG); close() stops them and removes the directory.
 
+Optional, for multi-node tests in network namespaces (docker/test_cluster_netns.py): `netns`
+runs both processes inside that namespace (`ip netns exec`; 127.0.0.1 is then the namespace's
+own loopback, reached from the test by run_in_netns()), and `default_ipv4` is the address
+challtestsrv answers for every name (default 127.0.0.1), so that the VA validates there.
+
 By hand: `python3 pebble.py HTTP_PORT TLS_PORT` prints the directory URL and the CA files and
 runs until Ctrl-C.
 """
 
+import ctypes
 import json
 import os
 import shutil
@@ -34,6 +40,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -43,6 +50,37 @@ import ports
 PEBBLE = os.environ.get("HSP_PEBBLE", "/usr/bin/pebble")
 CHALLTESTSRV = os.environ.get("HSP_PEBBLE_CHALLTESTSRV", "/usr/bin/pebble-challtestsrv")
 START_TIMEOUT = 20.0
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def run_in_netns(netns, fn, *args, **kwargs):
+    """fn(*args, **kwargs) on a new thread that has entered the network namespace `netns` (a
+    name under /run/netns): sockets it creates live there, and stay there when other threads
+    use them afterwards. Returns fn's result, or raises its exception."""
+    out = {}
+
+    def body():
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open("/run/netns/" + netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, "setns(%s): %s" % (netns, os.strerror(err)))
+            finally:
+                os.close(fd)
+            out["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # handed to the caller
+            out["error"] = e
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 def _openssl(args, cwd):
@@ -78,9 +116,12 @@ class Pebble:
     """Pebble + challtestsrv on 127.0.0.1. `http_port` / `tls_port`: where Pebble's VA
     connects to validate HTTP-01 / TLS-ALPN-01 (the gateway's ports)."""
 
-    def __init__(self, http_port, tls_port, nonce_reject=0, extra_env=None, name="pebble"):
+    def __init__(self, http_port, tls_port, nonce_reject=0, extra_env=None, name="pebble",
+                 netns=None, default_ipv4=harness.LOOPBACK):
         self.http_port = http_port
         self.tls_port = tls_port
+        self.netns = netns
+        self.default_ipv4 = default_ipv4
         self.nonce_reject = nonce_reject
         self.extra_env = dict(extra_env or {})
         self.tmp = tempfile.mkdtemp(prefix="hsp-%s-" % name)
@@ -121,19 +162,33 @@ class Pebble:
         env.update(self.extra_env)
         return env
 
+    def _argv(self, argv):
+        return (["ip", "netns", "exec", self.netns] + argv) if self.netns else argv
+
+    def _wait_port(self, port, proc):
+        if not self.netns:
+            harness.wait_port(port, timeout=START_TIMEOUT, proc=proc)
+            return
+        deadline = time.monotonic() + START_TIMEOUT
+        while not run_in_netns(self.netns, harness.can_connect, port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("port %d in netns %s not ready (rc=%s):\n%s"
+                                   % (port, self.netns, proc.poll(), proc.output_tail()))
+            time.sleep(0.05)
+
     def start(self):
         if self.chall is None or self.chall.poll() is not None:
-            self.chall = harness.Proc(
+            self.chall = harness.Proc(self._argv(
                 [CHALLTESTSRV, "-dns01", "127.0.0.1:%d" % self.dns_port, "-http01", "",
                  "-https01", "", "-tlsalpn01", "", "-management",
-                 "127.0.0.1:%d" % self.chall_mgmt_port, "-defaultIPv4", "127.0.0.1",
-                 "-defaultIPv6", ""], env=self.env(), cwd=self.tmp)
-            harness.wait_port(self.chall_mgmt_port, timeout=START_TIMEOUT, proc=self.chall)
-        self.pebble = harness.Proc(
-            [PEBBLE, "-config", self.config_path, "-dnsserver", "127.0.0.1:%d" % self.dns_port],
+                 "127.0.0.1:%d" % self.chall_mgmt_port, "-defaultIPv4", self.default_ipv4,
+                 "-defaultIPv6", ""]), env=self.env(), cwd=self.tmp)
+            self._wait_port(self.chall_mgmt_port, self.chall)
+        self.pebble = harness.Proc(self._argv(
+            [PEBBLE, "-config", self.config_path, "-dnsserver", "127.0.0.1:%d" % self.dns_port]),
             env=self.env(), cwd=self.tmp)
-        harness.wait_port(self.port, timeout=START_TIMEOUT, proc=self.pebble)
-        harness.wait_port(self.mgmt_port, timeout=START_TIMEOUT, proc=self.pebble)
+        self._wait_port(self.port, self.pebble)
+        self._wait_port(self.mgmt_port, self.pebble)
         self._root = None
         self.starts += 1
         return self
@@ -165,8 +220,11 @@ class Pebble:
         # No proxy, whatever the environment says: loopback only.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
                                              urllib.request.HTTPSHandler(context=ctx))
-        with opener.open(url, timeout=10) as r:
-            return r.read().decode()
+
+        def get():
+            with opener.open(url, timeout=10) as r:
+                return r.read().decode()
+        return run_in_netns(self.netns, get) if self.netns else get()
 
     def issuing_root(self):
         """Path of the PEM root that signs this Pebble run's certificates (for curl --cacert).

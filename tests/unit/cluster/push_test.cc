@@ -2,8 +2,12 @@
 // files they carry, versions, restarts and refusals. The receiver's `apply` stands in for the
 // gateway's compile-and-publish (main.cc), which the namespace test (integration/docker/
 // test_cluster_netns.py) runs for real.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <mutex>
@@ -297,6 +301,65 @@ TEST(ClusterPush, AControllerWithAnotherSecretChangesNothing) {
   EXPECT_FALSE(c.push_and_wait(milliseconds(2000)));
   EXPECT_EQ(s.serving(), "");
   EXPECT_EQ(s.receiver.version(), 0u);
+}
+
+// A listening socket nobody accepts from: connections complete (the kernel's backlog) and
+// then nothing is ever answered, like a hung process.
+struct HungServer {
+  HungServer() {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    EXPECT_EQ(::listen(fd, 16), 0);
+    socklen_t len = sizeof sa;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+    address = "127.0.0.1:" + std::to_string(ntohs(sa.sin_port));
+  }
+  ~HungServer() { ::close(fd); }
+  int fd;
+  std::string address;
+};
+
+TEST(ClusterPush, AHungServerDelaysNobodyElse) {
+  TestServer s1(kSecret), s2(kSecret);
+  HungServer hung;
+  TempDir ctl;
+  auto o = controller_options(ctl.path(), {s1.address, hung.address, s2.address});
+  o.probe_timeout = milliseconds(1500);
+  o.timeout = milliseconds(1500);
+  Controller c(o);
+  ASSERT_TRUE(c.start().empty());
+  c.set_caddyfile("v1\n");
+  ASSERT_TRUE(eventually([&] { return s1.serving() == "v1\n" && s2.serving() == "v1\n"; }));
+  // A new version while the hung server's worker is stuck in its probe: the others get it
+  // well within one probe deadline.
+  auto start = std::chrono::steady_clock::now();
+  c.set_caddyfile("v2\n");
+  ASSERT_TRUE(eventually([&] { return s1.serving() == "v2\n" && s2.serving() == "v2\n"; }));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, milliseconds(1000));
+  // push_and_wait gives up on the hung one after its deadline, not after the whole wait.
+  start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(c.push_and_wait(milliseconds(20000)));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, milliseconds(5000));
+}
+
+TEST(ClusterPush, AServerAheadOfTheControllerLiftsItsNextVersion) {
+  TestServer s(kSecret);
+  // Another controller, with a clock far ahead, was here first.
+  Bundle b;
+  b.version = uint64_t{1} << 50;
+  b.caddyfile = "from the other controller\n";
+  auto r = http_request(*parse_host_port(s.address), "POST", kConfigPath,
+                        key_of(kSecret).seal(kConfigPath, bundle_to_json(b)), milliseconds(2000));
+  ASSERT_EQ(r->status, 200);
+  TempDir ctl;
+  Controller c(controller_options(ctl.path(), {s.address}));
+  ASSERT_TRUE(c.start().empty());
+  c.set_caddyfile("ours\n");
+  ASSERT_TRUE(eventually([&] { return s.serving() == "ours\n"; }));
+  EXPECT_GT(c.version(), b.version);
 }
 
 }  // namespace
