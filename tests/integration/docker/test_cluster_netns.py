@@ -23,7 +23,8 @@ Pebble's VA (in ctl) validates against server s1; the controller has no listener
 Checked, in one sequence (the set-up, an ACME order included, is too slow to repeat per case):
   1. all three servers serve app.test over HTTPS with the one certificate Pebble issued (curl
      --cacert Pebble's issuing root, pinned to each server's address); each data directory holds
-     the same certificate file; the challenge answers are gone again.
+     the same certificate file; the challenge answers are gone again. Then alpn.test, whose
+     issuer turns HTTP-01 off, gets its certificate by TLS-ALPN-01 answered by a server.
   2. s3 SIGKILLed, a label changed: s1 and s2 serve the change; s3 restarted while the
      controller is stopped (SIGSTOP, so no round can come first) serves its saved push at once
      (server_state_restored), then the new one within a few intervals of SIGCONT.
@@ -58,6 +59,8 @@ from pebble import run_in_netns
 
 NAME = "app.test"
 SERVICE = "hsp_cluster_app"
+NAME_ALPN = "alpn.test"
+SERVICE_ALPN = "hsp_cluster_alpn"
 CTL_IP = "10.231.0.1"
 SERVER_IPS = ["10.231.0.11", "10.231.0.12", "10.231.0.13"]
 CLIENT_IP = "10.231.0.200"
@@ -342,13 +345,13 @@ class ClusterInNamespaces(DockerTest):
 
     # -- clients ------------------------------------------------------------------------------
 
-    def curl(self, addr, cacert, timeout=5):
-        """curl https://app.test/ from the client namespace, pinned to `addr`.
+    def curl(self, addr, cacert, timeout=5, name=NAME):
+        """curl https://<name>/ from the client namespace, pinned to `addr`.
         -> (status or 0, body, stderr)."""
         argv = self.topo.argv("cli", [
             "curl", "-sS", "--noproxy", "*", "--max-time", str(timeout), "--cacert", cacert,
-            "--resolve", "%s:443:%s" % (NAME, addr), "-w", "\n%{http_code}",
-            "https://%s/" % NAME])
+            "--resolve", "%s:443:%s" % (name, addr), "-w", "\n%{http_code}",
+            "https://%s/" % name])
         try:
             rc, out, err = harness.run_cmd(argv, timeout=timeout + 10)
         except subprocess.TimeoutExpired:
@@ -360,7 +363,7 @@ class ClusterInNamespaces(DockerTest):
             status = 0
         return (status if rc == 0 else 0), body, err.strip()
 
-    def wait_serving(self, addrs, body, cacert, timeout, t0=None):
+    def wait_serving(self, addrs, body, cacert, timeout, t0=None, name=NAME):
         """Polls every address until it answers 200 `body`. -> {addr: seconds since t0}; fails
         the test naming the ones that did not, with their last answers."""
         t0 = time.monotonic() if t0 is None else t0
@@ -370,7 +373,7 @@ class ClusterInNamespaces(DockerTest):
             for a in addrs:
                 if a in done:
                     continue
-                last[a] = self.curl(a, cacert)
+                last[a] = self.curl(a, cacert, name=name)
                 if last[a][0] == 200 and last[a][1] == body:
                     done[a] = time.monotonic() - t0
             if len(done) == len(addrs):
@@ -468,6 +471,21 @@ class ClusterInNamespaces(DockerTest):
                 return not [f for _, _, fs in os.walk(d) for f in fs]
             self.assertTrue(harness.wait_until(no_answers, timeout=5 + 3 * INTERVAL),
                             "challenge answers left in s%d's data directory" % (i + 1))
+
+        # TLS-ALPN-01 too: a second site that turns HTTP-01 off. The answer is a certificate
+        # the server makes from the pushed key authorization at the handshake.
+        self.service(SERVICE_ALPN, {"caddy": NAME_ALPN, "caddy.respond": "alpn-ok",
+                                    "caddy.tls.issuer": "acme",
+                                    "caddy.tls.issuer.dir": self.peb.directory_url,
+                                    "caddy.tls.issuer.trusted_roots": self.peb.acme_ca_root,
+                                    "caddy.tls.issuer.disable_http_challenge": ""})
+        delays = self.wait_serving(SERVER_IPS, "alpn-ok", root, OBTAIN_TIMEOUT, name=NAME_ALPN)
+        log("case 1: TLS-ALPN-01 site served by every server after: %s"
+            % ", ".join("%s %.2fs" % (a, d) for a, d in sorted(delays.items())))
+        alpn = [j for j in log_events(servers[0], "acme_tls_alpn01_served")
+                if j.get("name", NAME_ALPN) == NAME_ALPN]
+        self.assertTrue(alpn, servers[0].output_tail(60))
+        self.assertFalse(log_events(ctl, "challenge_not_on_every_server"), ctl.output_tail(60))
 
         def ctl_latest():
             return log_events(ctl, "controller_version")[-1].get("version")
