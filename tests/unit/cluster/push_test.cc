@@ -74,6 +74,13 @@ TEST(ClusterBundle, JsonRoundTripAndPathChecks) {
   EXPECT_EQ(with_path("certificates/a", 0777),
             "push bundle: path 'certificates/a': mode must be 0600 or 0644");
   EXPECT_EQ(bundle_from_json("[]").errors().front().message, "push bundle: not a JSON object");
+  // Found by fuzzing: a mode read as 32 bits would have taken 2^32 + 0600 for 0600.
+  EXPECT_EQ(bundle_from_json(R"({"version": 1, "caddyfile": "", "files": [{"path":
+                "certificates/a", "mode": 4294967680, "data": "eA"}]})")
+                .errors()
+                .front()
+                .message,
+            "push bundle: path 'certificates/a': mode must be 0600 or 0644");
   EXPECT_EQ(
       bundle_from_json(R"({"version": -1, "caddyfile": "", "files": []})").errors().front().message,
       "push bundle: 'version' must be an unsigned integer");

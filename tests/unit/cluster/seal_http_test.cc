@@ -112,6 +112,9 @@ TEST(ClusterHttp, AddressesAndCidrs) {
   EXPECT_FALSE(address_in_cidr("10.0.0.1", "fd00::/64"));
   EXPECT_FALSE(address_in_cidr("10.0.0.1", "10.0.0.0/33"));
   EXPECT_FALSE(address_in_cidr("10.0.0.1", "10.0.0.0"));
+  // Found by fuzzing: inet_pton stops at a NUL, and from_chars takes a minus sign.
+  EXPECT_FALSE(address_in_cidr(std::string_view("10.0.0.1\0junk", 13), "10.0.0.0/8"));
+  EXPECT_FALSE(address_in_cidr("1.2.3.4", "10.0.0.0/-0"));
   EXPECT_EQ(local_addresses_in("127.0.0.0/8").front(), "127.0.0.1");
   EXPECT_TRUE(local_addresses_in("0.0.0.0/32").empty());  // never an interface's address
 }
