@@ -680,15 +680,18 @@ std::string host_name() {
   return buf;
 }
 
+// Logs why a mode cannot start; the exit status.
+int fail_start(const Errors& errs) {
+  log_errors("config_error", errs);
+  return 1;
+}
+
 // Controller mode: watches Docker like standalone, serves no traffic, is the cluster's only
 // ACME client, and pushes each version (Caddyfile, certificates, challenge answers) to the
 // servers (cluster/controller.h).
 int run_controller(const Args& a, const docker::Options& opts) {
   auto key = cluster::PushKey::from_file(opts.push_secret_file);
-  if (!key) {
-    log_errors("config_error", key.errors());
-    return 1;
-  }
+  if (!key) return fail_start(key.errors());
   cluster::Controller::Options co;
   co.data_dir = engine::data_dir(a.data_dir);
   co.key = *key;
@@ -776,10 +779,7 @@ int run_controller(const Args& a, const docker::Options& opts) {
 // it starts (cluster/server.h).
 int run_server(const Args& a, const docker::Options& opts) {
   auto key = cluster::PushKey::from_file(opts.push_secret_file);
-  if (!key) {
-    log_errors("config_error", key.errors());
-    return 1;
-  }
+  if (!key) return fail_start(key.errors());
   std::string listen = opts.admin_listen;
   if (listen.empty()) {
     auto mine = cluster::local_addresses_in(opts.controller_network);

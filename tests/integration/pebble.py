@@ -251,12 +251,15 @@ class Pebble:
 # Clients of the gateway's ACME-managed sites (shared by test_acme.py and the docker test).
 # Every connection goes to 127.0.0.1; the site's name is only SNI and Host (curl: --resolve).
 
-def curl_https(port, name, cacert, path="/", timeout=5):
-    """curl --cacert CACERT https://NAME:PORT/PATH pinned to 127.0.0.1, no proxy.
+def curl_https(port, name, cacert, path="/", timeout=5, address="127.0.0.1", wrap=None):
+    """curl --cacert CACERT https://NAME:PORT/PATH pinned to `address` (127.0.0.1, or one in a
+    namespace the test made, with `wrap` turning the argv into one run there), no proxy.
     -> (http status or 0 when the transfer failed, body, stderr)."""
     argv = ["curl", "-sS", "--noproxy", "*", "--max-time", str(timeout), "--cacert", cacert,
-            "--resolve", "%s:%d:127.0.0.1" % (name, port), "-w", "\n%{http_code}",
+            "--resolve", "%s:%d:%s" % (name, port, address), "-w", "\n%{http_code}",
             "https://%s:%d%s" % (name, port, path)]
+    if wrap:
+        argv = wrap(argv)
     try:
         rc, out, err = harness.run_cmd(argv, timeout=timeout + 10)
     except subprocess.TimeoutExpired:

@@ -348,20 +348,8 @@ class ClusterInNamespaces(DockerTest):
     def curl(self, addr, cacert, timeout=5, name=NAME):
         """curl https://<name>/ from the client namespace, pinned to `addr`.
         -> (status or 0, body, stderr)."""
-        argv = self.topo.argv("cli", [
-            "curl", "-sS", "--noproxy", "*", "--max-time", str(timeout), "--cacert", cacert,
-            "--resolve", "%s:443:%s" % (name, addr), "-w", "\n%{http_code}",
-            "https://%s/" % name])
-        try:
-            rc, out, err = harness.run_cmd(argv, timeout=timeout + 10)
-        except subprocess.TimeoutExpired:
-            return 0, "", "curl did not finish"
-        body, _, code = out.rpartition("\n")
-        try:
-            status = int(code)
-        except ValueError:
-            status = 0
-        return (status if rc == 0 else 0), body, err.strip()
+        return pebble.curl_https(443, name, cacert, timeout=timeout, address=addr,
+                                 wrap=lambda argv: self.topo.argv("cli", argv))
 
     def wait_serving(self, addrs, body, cacert, timeout, t0=None, name=NAME):
         """Polls every address until it answers 200 `body`. -> {addr: seconds since t0}; fails
