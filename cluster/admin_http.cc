@@ -356,10 +356,27 @@ void AdminServer::stop() {
     (void)!::write(wake_[1], "x", 1);
     thread_.join();
   }
+  {
+    // Connections being read are cut at once; a request already in its handler finishes.
+    std::unique_lock lock(conn_mu_);
+    for (int fd : conn_fds_) ::shutdown(fd, SHUT_RDWR);
+    conn_cv_.wait(lock, [this] { return conn_fds_.empty(); });
+  }
   for (int* fd : {&listen_fd_, &wake_[0], &wake_[1]}) {
     if (*fd >= 0) ::close(*fd);
     *fd = -1;
   }
+}
+
+bool AdminServer::refused_logged(const std::string& host) {
+  // One line per refused address per minute: a scan or a flood from outside the allowed
+  // networks must not fill the log.
+  auto now = Clock::now();
+  auto it = refused_.find(host);
+  if (it != refused_.end() && now - it->second < std::chrono::minutes(1)) return false;
+  if (refused_.size() >= 1024) refused_.clear();
+  refused_[host] = now;
+  return true;
 }
 
 void AdminServer::loop() {
@@ -374,20 +391,49 @@ void AdminServer::loop() {
     socklen_t len = sizeof ss;
     int fd =
         ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) continue;
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // Out of descriptors or memory: back off instead of spinning on a pending connection.
+        log::warn("admin_accept_failed")
+            .kv("listener", options_.name)
+            .kv("error", std::strerror(errno));
+        pollfd w{wake_[0], POLLIN, 0};
+        if (::poll(&w, 1, 100) > 0) return;
+      }
+      continue;
+    }
     std::string peer = peer_text(ss);
+    std::string host = host_of_peer(peer);
     bool allowed = options_.allowed.empty();
-    for (const auto& cidr : options_.allowed) allowed |= address_in_cidr(host_of_peer(peer), cidr);
+    for (const auto& cidr : options_.allowed) allowed |= address_in_cidr(host, cidr);
     if (!allowed) {
-      log::warn("admin_peer_refused")
-          .kv("listener", options_.name)
-          .kv("peer", peer)
-          .kv("allowed", options_.allowed);
+      if (refused_logged(host)) {
+        log::warn("admin_peer_refused")
+            .kv("listener", options_.name)
+            .kv("peer", peer)
+            .kv("allowed", options_.allowed);
+      }
       ::close(fd);
       continue;
     }
-    serve(fd, peer);
-    ::close(fd);
+    std::lock_guard lock(conn_mu_);
+    if (conn_fds_.size() >= kMaxConnections || per_peer_[host] >= kMaxPerPeer) {
+      // Each connection has a thread and a deadline; a peer holding many idle ones must not
+      // starve the others (the controller's probes among them).
+      log::debug("admin_connection_limit").kv("listener", options_.name).kv("peer", peer);
+      ::close(fd);
+      continue;
+    }
+    conn_fds_.insert(fd);
+    ++per_peer_[host];
+    std::thread([this, fd, peer, host] {
+      serve(fd, peer);
+      std::lock_guard lock(conn_mu_);
+      ::close(fd);
+      conn_fds_.erase(fd);
+      if (--per_peer_[host] == 0) per_peer_.erase(host);
+      conn_cv_.notify_all();
+    }).detach();
   }
 }
 
@@ -474,7 +520,9 @@ Result<ClientResponse> http_request(const HostPort& to, std::string_view method,
     return Error{{}, "malformed answer from " + where};
   ClientResponse out;
   auto [p, ec] = std::from_chars(buf.data() + 9, buf.data() + 12, out.status);
-  if (ec != std::errc() || p != buf.data() + 12) return Error{{}, "bad status from " + where};
+  if (ec != std::errc() || p != buf.data() + 12 || buf[8] != ' ' ||
+      (buf[12] != ' ' && buf[12] != '\r'))
+    return Error{{}, "bad status from " + where};
   out.body = buf.substr(head_end + 4);
   return out;
 }

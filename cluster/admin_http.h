@@ -1,19 +1,23 @@
 // The cluster's small HTTP/1.1 endpoint and client: a server's admin listener (pushes from the
 // controller), the health probe listener, the controller's pushes and `hsp-gateway health`.
 // Not the data plane: one request per connection (Connection: close), Content-Length bodies
-// only, requests handled one after another on one thread with a deadline each, peers filtered
-// by address before a byte is read.
+// only, a thread and a deadline per connection, at most 16 connections and 4 per peer address,
+// peers filtered by address before a byte is read (a refused address is logged once a minute).
 //
-// Known shortcoming: connections are served one at a time, so a peer that is allowed in (inside
-// the controller network) and sends slowly holds the next push back for up to the request
-// deadline (10 s). Pushes are retried, so it delays configuration; it never blocks traffic.
+// Known shortcoming: a peer inside the allowed networks can still hold its 4 connections idle,
+// and several such peers the 16; the controller's probes then fail until a deadline frees a
+// slot. Pushes are retried every check interval, so it delays configuration; it never blocks
+// traffic.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -72,14 +76,23 @@ class AdminServer {
   void stop();
 
  private:
+  static constexpr size_t kMaxConnections = 16;
+  static constexpr int kMaxPerPeer = 4;
+
   void loop();
   void serve(int fd, const std::string& peer);
+  bool refused_logged(const std::string& host);  // accept thread only
 
   Options options_;
   Handler handler_;
   int listen_fd_ = -1;
   int wake_[2] = {-1, -1};
   std::thread thread_;
+  std::map<std::string, std::chrono::steady_clock::time_point> refused_;
+  std::mutex conn_mu_;
+  std::condition_variable conn_cv_;
+  std::set<int> conn_fds_;               // connections being served, each by its own thread
+  std::map<std::string, int> per_peer_;  // by peer address
 };
 
 struct ClientResponse {

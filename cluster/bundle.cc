@@ -21,6 +21,8 @@ namespace {
 using nlohmann::json;
 
 constexpr size_t kFileLimit = size_t{1} << 20;
+constexpr size_t kMaxFiles = 30000;
+constexpr int kMaxDepth = 8;
 constexpr std::string_view kChallenges = "acme/challenge_tokens/";
 const std::vector<std::string_view> kTrees = {"certificates/", kChallenges};
 
@@ -41,6 +43,7 @@ std::optional<std::string> check_path(const std::string& path) {
     if (slash == std::string::npos) slash = path.size();
     std::string_view part(path.data() + start, slash - start);
     if (part.empty() || part.front() == '.') return "path '" + path + "' has a bad component";
+    if (part.size() > 255) return "path '" + path + "' has a component over 255 bytes";
     for (char c : part) {
       if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
         return "path '" + path + "' has a control byte";
@@ -48,6 +51,41 @@ std::optional<std::string> check_path(const std::string& path) {
     start = slash + 1;
   }
   return std::nullopt;
+}
+
+// Whether JSON text nests deeper than `max` (strings skipped): checked before parsing, since
+// the parser's memory grows with depth (a 64 MiB "[[[[..." would take gigabytes).
+bool nests_deeper(std::string_view text, int max) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
+// Whether a directory on the way from `data_dir` to `rel`'s file is a symbolic link (a
+// planted link would take writes, or deletions, outside the data directory).
+bool through_symlink(const std::string& data_dir, const std::string& rel) {
+  for (size_t slash = rel.find('/'); slash != std::string::npos; slash = rel.find('/', slash + 1)) {
+    struct stat st {};
+    if (::lstat((data_dir + "/" + rel.substr(0, slash)).c_str(), &st) != 0) return false;
+    if (S_ISLNK(st.st_mode)) return true;
+  }
+  return false;
 }
 
 void walk(const std::string& root, const std::string& rel, std::vector<BundleFile>& out,
@@ -93,6 +131,10 @@ json state_json(const std::string& data_dir, const std::string& name, Errors& er
   }
   if (!*text) return {};
   exists = true;
+  if (nests_deeper(**text, kMaxDepth)) {
+    errs.push_back(Error{{path, 0, 0}, "JSON nested too deep"});
+    return {};
+  }
   json j = json::parse(**text, nullptr, false);
   if (!j.is_object()) errs.push_back(Error{{path, 0, 0}, "not a JSON object"});
   return j;
@@ -112,6 +154,7 @@ std::string bundle_to_json(const Bundle& b) {
 }
 
 Result<Bundle> bundle_from_json(std::string_view text) {
+  if (nests_deeper(text, kMaxDepth)) return bundle_error("JSON nested too deep");
   json j = json::parse(text, nullptr, false);
   if (!j.is_object()) return bundle_error("not a JSON object");
   Bundle b;
@@ -126,6 +169,8 @@ Result<Bundle> bundle_from_json(std::string_view text) {
     b.controller = j["controller"].get<std::string>();
   }
   if (!j.contains("files") || !j["files"].is_array()) return bundle_error("'files' must be a list");
+  if (j["files"].size() > kMaxFiles)
+    return bundle_error(std::to_string(j["files"].size()) + " files; at most 30000");
   std::set<std::string> seen;
   for (const auto& f : j["files"]) {
     if (!f.is_object() || !f.contains("path") || !f["path"].is_string() || !f.contains("data") ||
@@ -161,11 +206,15 @@ Result<std::vector<BundleFile>> collect_files(const std::string& data_dir) {
   return out;
 }
 
-Result<size_t> apply_files(const std::string& data_dir, const std::vector<BundleFile>& files) {
+Result<size_t> apply_files(const std::string& data_dir, const std::vector<BundleFile>& files,
+                           const std::atomic<bool>* cancel) {
   size_t changed = 0;
   std::set<std::string> pushed;
   for (const auto& f : files) {
+    if (cancel && *cancel) return bundle_error("stopped: shutting down");
     if (auto bad = check_path(f.path)) return bundle_error(*bad);
+    if (through_symlink(data_dir, f.path))
+      return bundle_error("'" + data_dir + "/" + f.path + "' goes through a symbolic link");
     pushed.insert(f.path);
     std::string path = data_dir + "/" + f.path;
     auto current = tls::read_file_if_exists(path, kFileLimit);
@@ -179,6 +228,7 @@ Result<size_t> apply_files(const std::string& data_dir, const std::vector<Bundle
   if (have) {
     for (const auto& f : *have) {
       if (f.path.rfind(kChallenges, 0) != 0 || pushed.count(f.path)) continue;
+      if (through_symlink(data_dir, f.path)) continue;
       if (::unlink((data_dir + "/" + f.path).c_str()) == 0) ++changed;
     }
   }

@@ -13,6 +13,7 @@
 // root do not trust the others'. Public-CA (ACME) certificates are unaffected.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -39,16 +40,20 @@ struct Bundle {
 
 std::string bundle_to_json(const Bundle& b);
 // Strict: every field typed, paths checked (relative, inside the pushed trees, no '.' or '..'
-// components, no hidden names), modes 0600 or 0644, each file at most 1 MiB. Errors name the
-// field or the path.
+// components, no hidden names, components of at most 255 bytes), modes 0600 or 0644, each file
+// at most 1 MiB, at most 30 000 files, JSON nested at most 8 deep. Errors name the field or the
+// path.
 Result<Bundle> bundle_from_json(std::string_view text);
 
 // The pushed trees of `data_dir`: regular files of at most 1 MiB, hidden names (temporaries)
 // skipped, sorted by path.
 Result<std::vector<BundleFile>> collect_files(const std::string& data_dir);
 // Writes what differs, then removes challenge answers not in `files`. Returns how many files
-// were written or removed.
-Result<size_t> apply_files(const std::string& data_dir, const std::vector<BundleFile>& files);
+// were written or removed. A path that goes through a symbolic link inside the data directory
+// is an error (nothing is written or removed through it). `cancel`, when set, stops between
+// files (shutdown).
+Result<size_t> apply_files(const std::string& data_dir, const std::vector<BundleFile>& files,
+                           const std::atomic<bool>* cancel = nullptr);
 
 // A digest of the Caddyfile and the files (SHA-256, hex): whether anything changed.
 std::string bundle_digest(const Bundle& b);

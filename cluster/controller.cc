@@ -132,7 +132,17 @@ bool Controller::rebuild() {
         .kv("caddyfile_bytes", static_cast<uint64_t>(b.caddyfile.size()));
   }
   b.version = state_.version;
-  sealed_ = options_.key.seal(kConfigPath, bundle_to_json(b));
+  std::string sealed = options_.key.seal(kConfigPath, bundle_to_json(b));
+  if (sealed.size() > kMaxPushBytes) {
+    // Servers would answer 413 forever; the previous version keeps being pushed.
+    log::error("push_too_large")
+        .kv("version", state_.version)
+        .kv("bytes", static_cast<uint64_t>(sealed.size()))
+        .kv("limit", static_cast<uint64_t>(kMaxPushBytes))
+        .kv("files", static_cast<uint64_t>(b.files.size()));
+    return !sealed_.empty();
+  }
+  sealed_ = std::move(sealed);
   return true;
 }
 
@@ -157,7 +167,16 @@ uint64_t Controller::sync_one(const std::string& target, uint64_t version,
   }
   uint64_t theirs = j["version"].get<uint64_t>();
   if (theirs > version) {
-    // A newer version than ours: another controller was here with a clock ahead of ours.
+    // A newer version than ours: another controller was here with a clock ahead of ours. The
+    // answer is not authenticated, so only a plausible one (within a day of our clock) lifts
+    // our versions; a server holding an absurd one is reported and left behind.
+    uint64_t now_ms = static_cast<uint64_t>(std::chrono::duration_cast<milliseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
+    if (theirs > now_ms + kMaxVersionLead) {
+      return fail("server reports version " + std::to_string(theirs) +
+                  ", more than a day ahead of this controller's clock");
+    }
     std::lock_guard lock(mu_);
     if (theirs > floor_) {
       log::warn("controller_version_behind")

@@ -37,6 +37,11 @@ namespace hsp::cluster {
 
 inline constexpr std::string_view kConfigPath = "/hsp/v1/config";
 inline constexpr std::string_view kVersionPath = "/hsp/v1/version";
+// How far ahead of a clock a version may be (versions are Unix milliseconds, or just above
+// the last one): a day of clock skew between controller and servers.
+inline constexpr uint64_t kMaxVersionLead = uint64_t{24} * 3600 * 1000;
+// The largest sealed push a server takes (AdminServer's body limit there).
+inline constexpr size_t kMaxPushBytes = size_t{64} << 20;
 
 class Controller {
  public:

@@ -46,13 +46,10 @@ bool PushReceiver::restore() {
   }
   std::lock_guard lock(mu_);
   version_ = (*saved)->version;
-  log::info("server_state_restored").kv("version", version_).kv("controller", (*saved)->controller);
+  log::info("server_state_restored")
+      .kv("version", version_.load())
+      .kv("controller", (*saved)->controller);
   return true;
-}
-
-uint64_t PushReceiver::version() const {
-  std::lock_guard lock(mu_);
-  return version_;
 }
 
 AdminResponse PushReceiver::handle(const AdminRequest& req) {
@@ -70,6 +67,7 @@ AdminResponse PushReceiver::handle(const AdminRequest& req) {
 }
 
 AdminResponse PushReceiver::push(const AdminRequest& req) {
+  if (closing_) return text(503, "shutting down");
   std::lock_guard lock(mu_);
   auto plain = options_.key.open(kConfigPath, req.body);
   if (!plain) {
@@ -84,19 +82,33 @@ AdminResponse PushReceiver::push(const AdminRequest& req) {
     log::warn("push_invalid").kv("peer", req.peer).kv("error", bundle.errors().front().message);
     return text(400, bundle.errors().front().message);
   }
+  // Versions are Unix milliseconds or just above: one far in the future would make every
+  // later push look older (and could only come from a broken or hostile controller).
+  const uint64_t now_ms =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
+  if (bundle->version > now_ms + kMaxVersionLead) {
+    log::warn("push_invalid")
+        .kv("peer", req.peer)
+        .kv("error", "version " + std::to_string(bundle->version) + " is in the future");
+    return text(400, "version " + std::to_string(bundle->version) +
+                         " is more than a day ahead of this server's clock");
+  }
   if (bundle->version < version_) {
     log::warn("push_stale")
         .kv("peer", req.peer)
         .kv("version", bundle->version)
-        .kv("current", version_)
+        .kv("current", version_.load())
         .kv("controller", bundle->controller);
     return text(409, "version " + std::to_string(bundle->version) + " is older than ours (" +
-                         std::to_string(version_) + ")");
+                         std::to_string(version_.load()) + ")");
   }
   if (bundle->version == version_) {
-    return {200, "application/json", json{{"version", version_}, {"applied", false}}.dump() + "\n"};
+    return {200, "application/json",
+            json{{"version", version_.load()}, {"applied", false}}.dump() + "\n"};
   }
-  auto written = apply_files(options_.data_dir, bundle->files);
+  auto written = apply_files(options_.data_dir, bundle->files, &closing_);
   if (!written) {
     log::error("push_files_unwritable")
         .kv("version", bundle->version)
@@ -124,11 +136,12 @@ AdminResponse PushReceiver::push(const AdminRequest& req) {
   log::info("push_received")
       .kv("peer", req.peer)
       .kv("version", bundle->version)
-      .kv("previous", version_)
+      .kv("previous", version_.load())
       .kv("controller", bundle->controller)
       .kv("files_changed", static_cast<uint64_t>(*written));
   version_ = bundle->version;
-  return {200, "application/json", json{{"version", version_}, {"applied", true}}.dump() + "\n"};
+  return {200, "application/json",
+          json{{"version", version_.load()}, {"applied", true}}.dump() + "\n"};
 }
 
 }  // namespace hsp::cluster

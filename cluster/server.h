@@ -13,6 +13,7 @@
 // push.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -37,7 +38,9 @@ class PushReceiver {
   // and ignored (the controller pushes again).
   bool restore();
   AdminResponse handle(const AdminRequest& req);
-  uint64_t version() const;
+  uint64_t version() const { return version_.load(std::memory_order_acquire); }
+  // From now on pushes get 503 and one being applied stops between files (shutdown).
+  void close() { closing_ = true; }
 
  private:
   AdminResponse push(const AdminRequest& req);
@@ -45,8 +48,10 @@ class PushReceiver {
   Options options_;
   Apply apply_;
   std::string instance_;  // random per process: tells a restarted server from a running one
-  mutable std::mutex mu_;
-  uint64_t version_ = 0;
+  std::mutex mu_;         // one push at a time
+  // Read without mu_ (version probes and the health check must not wait for a push).
+  std::atomic<uint64_t> version_{0};
+  std::atomic<bool> closing_{false};
 };
 
 }  // namespace hsp::cluster

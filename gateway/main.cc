@@ -456,6 +456,8 @@ bool start_health(Serving& s, const std::string& listen) {
   o.deadline = std::chrono::seconds(3);
   s.health = std::make_unique<cluster::AdminServer>(o, [&s](const cluster::AdminRequest& r) {
     if (r.head.target != "/healthz") return cluster::AdminResponse{404, "text/plain", "\n"};
+    if (r.head.method != "GET" && r.head.method != "HEAD")
+      return cluster::AdminResponse{405, "text/plain", "GET only\n"};
     nlohmann::json j{
         {"status", "serving"}, {"mode", s.mode}, {"generation", s.control.generation()}};
     if (s.config_version) j["config_version"] = s.config_version();
@@ -801,11 +803,13 @@ int run_server(const Args& a, const docker::Options& opts) {
   auto serving = start_serving(*empty, "<controller>", so);
   if (!serving) return 1;
   Control& control = serving->control;
+  std::atomic<bool> stopping{false};
   cluster::PushReceiver receiver({engine::data_dir(a.data_dir), *key},
                                  [&](const std::string& caddyfile, uint64_t version) -> Errors {
                                    auto cfg =
                                        config::load_caddyfile_text(caddyfile, "<controller>");
                                    if (!cfg) return cfg.errors();
+                                   if (stopping) return {Error{{}, "shutting down"}};
                                    return control.try_publish(*cfg, "<controller>", false);
                                  });
   serving->config_version = [&receiver] { return receiver.version(); };
@@ -836,7 +840,10 @@ int run_server(const Args& a, const docker::Options& opts) {
       serving->acme->check_now();
       continue;
     }
-    admin.stop();  // no push lands while draining
+    // No push lands while draining: new ones get 503, one being applied stops between files
+    // and is not published. The admin listener closes when this returns.
+    stopping = true;
+    receiver.close();
     return drain_and_stop(*serving->dp, serving->store, sig, serving->signals);
   }
 }
@@ -1048,7 +1055,11 @@ int health(const Args& a) {
                      : !a.health_listen.empty() ? a.health_listen
                                                 : std::string("127.0.0.1:2020");
   auto hp = cluster::parse_host_port(addr);
-  if (!hp) return usage(hp.errors().front().message);
+  if (!hp) {
+    // 1, not usage's 2: Docker reserves exit status 2 of a HEALTHCHECK.
+    std::fprintf(stderr, "hsp-gateway: health: %s\n", hp.errors().front().message.c_str());
+    return 1;
+  }
   auto r = cluster::http_request(*hp, "GET", "/healthz", "", std::chrono::seconds(3));
   if (!r) {
     std::fprintf(stderr, "hsp-gateway: unhealthy: %s\n", r.errors().front().message.c_str());

@@ -74,6 +74,11 @@ TEST(ClusterBundle, JsonRoundTripAndPathChecks) {
   EXPECT_EQ(with_path("certificates/a", 0777),
             "push bundle: path 'certificates/a': mode must be 0600 or 0644");
   EXPECT_EQ(bundle_from_json("[]").errors().front().message, "push bundle: not a JSON object");
+  EXPECT_EQ(bundle_from_json(std::string(1000, '[')).errors().front().message,
+            "push bundle: JSON nested too deep");
+  EXPECT_EQ(with_path("certificates/" + std::string(256, 'a')),
+            "push bundle: path 'certificates/" + std::string(256, 'a') +
+                "' has a component over 255 bytes");
   // Found by fuzzing: a mode read as 32 bits would have taken 2^32 + 0600 for 0600.
   EXPECT_EQ(bundle_from_json(R"({"version": 1, "caddyfile": "", "files": [{"path":
                 "certificates/a", "mode": 4294967680, "data": "eA"}]})")
@@ -111,6 +116,25 @@ TEST(ClusterBundle, CollectAndApplyFiles) {
   EXPECT_FALSE(fs::exists(srv.path() + "/acme/challenge_tokens/http-01/finished"));
   // Again: nothing differs, nothing written.
   EXPECT_EQ(*apply_files(srv.path(), *files), 0u);
+
+  // A symbolic link planted in the data directory takes nothing outside it: no write through
+  // it, and no deletion of what it points to.
+  TempDir other, victim;
+  put(victim.path(), "keep.me", "precious");
+  fs::remove_all(srv.path() + "/certificates");
+  fs::create_directory_symlink(other.path(), srv.path() + "/certificates");
+  auto through = apply_files(srv.path(), *files);
+  ASSERT_FALSE(through);
+  EXPECT_NE(through.errors().front().message.find("goes through a symbolic link"),
+            std::string::npos);
+  EXPECT_TRUE(fs::is_empty(other.path()));
+  fs::remove(srv.path() + "/certificates");
+  fs::remove_all(srv.path() + "/acme/challenge_tokens");
+  fs::create_directory_symlink(victim.path(), srv.path() + "/acme/challenge_tokens");
+  auto none = apply_files(srv.path(), {});  // "every answer is finished": none is removed
+  ASSERT_TRUE(none) << none.errors().front().str();
+  EXPECT_EQ(*none, 0u);
+  EXPECT_EQ(read_text(victim.path() + "/keep.me"), "precious");
 }
 
 // One server: a receiver behind an AdminServer on a loopback port, applying into a data dir.
@@ -165,6 +189,12 @@ bool eventually(Pred pred, milliseconds limit = milliseconds(5000)) {
 }
 
 const std::string kSecret = "a shared secret for the tests";
+
+uint64_t now_ms() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+}
 
 Controller::Options controller_options(const std::string& dir, std::vector<std::string> servers) {
   Controller::Options o;
@@ -260,6 +290,10 @@ TEST(ClusterPush, RefusedStaleRejectedAndRepeatedPushes) {
   EXPECT_EQ(same.status, 200);
   EXPECT_EQ(nlohmann::json::parse(same.body)["applied"], false);
   EXPECT_EQ(push(right, 9, "older\n").status, 409);
+  // Far in the future (a broken clock, or a hostile peer with the secret): refused, else every
+  // later push would look older.
+  EXPECT_EQ(push(right, ~uint64_t{0}, "forever\n").status, 400);
+  EXPECT_EQ(push(right, now_ms() + 2 * kMaxVersionLead, "forever\n").status, 400);
   auto rejected = push(right, 11, "broken\n");
   EXPECT_EQ(rejected.status, 422);
   EXPECT_NE(rejected.body.find("<controller>:3:1: unknown directive 'broken'"), std::string::npos);
@@ -354,9 +388,9 @@ TEST(ClusterPush, AHungServerDelaysNobodyElse) {
 
 TEST(ClusterPush, AServerAheadOfTheControllerLiftsItsNextVersion) {
   TestServer s(kSecret);
-  // Another controller, with a clock far ahead, was here first.
+  // Another controller, with a clock an hour ahead, was here first.
   Bundle b;
-  b.version = uint64_t{1} << 50;
+  b.version = now_ms() + 3600 * 1000;
   b.caddyfile = "from the other controller\n";
   auto r = http_request(*parse_host_port(s.address), "POST", kConfigPath,
                         key_of(kSecret).seal(kConfigPath, bundle_to_json(b)), milliseconds(2000));
