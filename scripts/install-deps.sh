@@ -16,6 +16,10 @@ test_pkgs=(
   # docker tests (tests/integration/dockerd.py): a private dockerd 20.10 in Swarm mode, and a
   # static busybox that becomes a 2 MB image through `docker import` (nothing is pulled).
   docker.io busybox-static
+  # deploy test (tests/integration/docker/test_deploy_swarm.py): debootstrap makes the
+  # debian:bookworm-slim base image locally from Debian's mirror (nothing pulled from a
+  # registry); python3-yaml reads deploy/*.yml.
+  debootstrap python3-yaml
   # HTTP/2 abuse clients (python3-h2 / hyperframe) and the gRPC server and client of the gRPC
   # tests, run with /usr/bin/python3.
   python3-h2 python3-hyperframe python3-grpcio

@@ -207,10 +207,15 @@ class Dockerd:
                 "--pidfile", os.path.join(self.dir, "docker.pid"),
                 "--iptables=false", "--ip-masq=false", "--bridge=none",
                 "--userland-proxy=false"]
+        # Swarm would otherwise ask a registry for every tagged image a service names (to pin
+        # its digest) and pull it before each task starts, even when it is local: nothing may
+        # leave loopback, and every image here is local (moby's own test daemons set it too).
+        env = self.env()
+        env["DOCKER_SERVICE_PREFER_OFFLINE_IMAGE"] = "1"
         # Own session: the daemon outlives the CTest fixture-setup process that starts it;
         # teardown kills it by pid.
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                             start_new_session=True, env=self.env())
+                             start_new_session=True, env=env)
         logf.close()
         self.pid = p.pid
         self._popen = p
