@@ -8,8 +8,8 @@ format), no documentation, manual pages or translations (also for packages insta
 no package lists, apt caches or logs, and `CMD ["bash"]`. /dev, /proc, /sys are left empty
 (the container runtime fills them).
 
-The tarball (gzip, about 30 MB; debootstrap takes about 30 s) can be cached in a directory: a cached one younger than
-MAX_AGE_DAYS is imported instead of running debootstrap again (a few minutes). The test puts it
+The tarball (gzip, about 30 MB; debootstrap takes about 30 s) can be cached in a directory: a
+cached one younger than MAX_AGE_DAYS is imported instead of running debootstrap again (a few minutes). The test puts it
 next to the CTest fixture's state file, i.e. in the build tree, so a fresh build tree (CI)
 always starts clean.
 

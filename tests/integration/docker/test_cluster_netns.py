@@ -35,7 +35,8 @@ Checked, in one sequence (the set-up, an ACME order included, is too slow to rep
      current one replayed -> 200, not applied again.
 
 Needs root (ip netns, veth, bridges, binding :80/:443 inside the namespaces). Run by hand:
-HSP_GATEWAY=.../hsp-gateway python3 test_cluster_netns.py (HSP_CLUSTER_VERBOSE=1: every log at the end)
+HSP_GATEWAY=.../hsp-gateway python3 test_cluster_netns.py
+(HSP_CLUSTER_VERBOSE=1: every process's log at the end)
 """
 
 import atexit

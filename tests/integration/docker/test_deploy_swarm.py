@@ -5,8 +5,9 @@ test_examples_translate: every service label set in deploy/examples/*.yml, deplo
 deploy/stack-multinode.yml translates (`adapt --labels`, two upstreams) into a Caddyfile that
 `validate` accepts; each file's services, created with their labels (replicas 0), give
 `adapt --docker` output with nothing skipped or dropped that `validate` accepts; the stack files
-have the layout the README ("Deploy on Docker Swarm") describes (global gateway with host-mode ports, read-only
-socket, data volume, controller/server split with one secret and one controller subnet).
+have the layout the README ("Deploy on Docker Swarm") describes (global gateway with host-mode
+ports, read-only socket, data volume, controller/server split with one secret and one
+controller subnet).
 
 test_stack: builds the image (`docker build --network host -f deploy/Dockerfile`, the gateway
 compiled inside; the base image debian:bookworm-slim is made by debootstrap from Debian's mirror
