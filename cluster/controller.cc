@@ -111,13 +111,28 @@ bool Controller::rebuild() {
   }
   b.files = std::move(*files);
   std::string digest = bundle_digest(b);
-  if (digest == state_.digest && state_.version > floor_ && !sealed_.empty()) return true;
-  if (digest != state_.digest || state_.version <= floor_) {
+  bool fresh = digest != state_.digest || state_.version <= floor_;
+  if (!fresh && !sealed_.empty()) return true;
+  uint64_t version = state_.version;
+  if (fresh) {
     auto now_ms = static_cast<uint64_t>(std::chrono::duration_cast<milliseconds>(
                                             std::chrono::system_clock::now().time_since_epoch())
                                             .count());
-    ControllerState next{std::max({state_.version + 1, floor_ + 1, now_ms}), digest};
-    auto saved = save_controller_state(options_.data_dir, next);
+    version = std::max({state_.version + 1, floor_ + 1, now_ms});
+  }
+  b.version = version;
+  std::string sealed = options_.key.seal(kConfigPath, bundle_to_json(b));
+  if (sealed.size() > kMaxPushBytes) {
+    // Servers would answer 413 forever; the previous version keeps being pushed.
+    log::error("push_too_large")
+        .kv("version", version)
+        .kv("bytes", static_cast<uint64_t>(sealed.size()))
+        .kv("limit", static_cast<uint64_t>(kMaxPushBytes))
+        .kv("files", static_cast<uint64_t>(b.files.size()));
+    return !sealed_.empty();
+  }
+  if (fresh) {
+    auto saved = save_controller_state(options_.data_dir, {version, digest});
     if (!saved) {
       // Pushing a version that a restart could reuse for other content would let servers
       // ignore the later one; better to wait for storage.
@@ -125,22 +140,11 @@ bool Controller::rebuild() {
       dirty_ = true;
       return !sealed_.empty();
     }
-    state_ = next;
+    state_ = {version, digest};
     log::info("controller_version")
-        .kv("version", state_.version)
+        .kv("version", version)
         .kv("files", static_cast<uint64_t>(b.files.size()))
         .kv("caddyfile_bytes", static_cast<uint64_t>(b.caddyfile.size()));
-  }
-  b.version = state_.version;
-  std::string sealed = options_.key.seal(kConfigPath, bundle_to_json(b));
-  if (sealed.size() > kMaxPushBytes) {
-    // Servers would answer 413 forever; the previous version keeps being pushed.
-    log::error("push_too_large")
-        .kv("version", state_.version)
-        .kv("bytes", static_cast<uint64_t>(sealed.size()))
-        .kv("limit", static_cast<uint64_t>(kMaxPushBytes))
-        .kv("files", static_cast<uint64_t>(b.files.size()));
-    return !sealed_.empty();
   }
   sealed_ = std::move(sealed);
   return true;
