@@ -74,7 +74,9 @@ if ! command -v "$docker_cli" >/dev/null 2>&1; then
   fi
 fi
 docker() {
-  $sudo "$docker_cli" "$@"
+  # `command`: run as root with DOCKER unset, "$docker_cli" is "docker", which would call this
+  # function again (and bash dies of the recursion).
+  if [ -n "$sudo" ]; then sudo "$docker_cli" "$@"; else command "$docker_cli" "$@"; fi
 }
 docker info >/dev/null 2>&1 || die "the Docker daemon does not answer ($docker_cli info)"
 

@@ -97,7 +97,7 @@ struct Spec {
 
 const std::vector<Spec>& specs() {
   static const std::vector<Spec> kSpecs = {
-      {"mode", "CADDY_DOCKER_MODE", "standalone", false,
+      {"mode", "CADDY_DOCKER_MODE", "standalone; or controller, server", false,
        [](Options& o, const std::string& v) -> std::optional<std::string> {
          const std::string m = lower(v);
          if (m == "standalone") {

@@ -218,7 +218,8 @@ void print_usage(FILE* out) {
       "usage:\n"
       "  hsp-gateway run [--config FILE] [--threads N] [--demo-port PORT]\n"
       "                  [--data-dir DIR] [--quic-retry] [--health-listen ADDR]\n"
-      "  hsp-gateway run --docker [--config BASE_CADDYFILE] [--threads N] [OPTIONS]\n"
+      "  hsp-gateway run --docker [--config BASE_CADDYFILE] [--threads N] [--data-dir DIR]\n"
+      "                  [--health-listen ADDR] [OPTIONS]\n"
       "  hsp-gateway adapt --config FILE\n"
       "  hsp-gateway adapt --labels FILE [--upstream NAME]...\n"
       "  hsp-gateway adapt --docker [--config BASE_CADDYFILE] [OPTIONS]\n"
@@ -231,6 +232,7 @@ void print_usage(FILE* out) {
       "--health-listen ADDR (or HSP_HEALTH_LISTEN): answer GET /healthz on ADDR (ip:port);\n"
       "`health` asks it (default ADDR: $HSP_HEALTH_LISTEN, else 127.0.0.1:2020) and exits\n"
       "0 when the gateway is serving (the image's HEALTHCHECK).\n"
+      "--data-dir: else $HSP_DATA_DIR, else $XDG_DATA_HOME/hsp-gateway (or ~/.local/share/...).\n"
       "--quic-retry: every new HTTP/3 client proves its address with a Retry first\n"
       "(one more round trip); without it, only under a flood of handshakes.\n"
       "run without --config serves the embedded demo: 127.0.0.1:PORT proxying to a demo\n"
@@ -826,11 +828,14 @@ int run_server(const Args& a, const docker::Options& opts) {
     log_errors("listen_failed", errs);
     return 1;
   }
-  log::info("server_listening")
-      .kv("admin", listen)
-      .kv("allowed", ao.allowed)
-      .kv("version", receiver.version())
-      .kv("threads", serving->dp->threads());
+  auto listening = log::info("server_listening");
+  listening.kv("admin", listen);
+  if (ao.allowed.empty()) {
+    listening.kv("allowed", "any");  // only the secret keeps pushes out
+  } else {
+    listening.kv("allowed", ao.allowed);
+  }
+  listening.kv("version", receiver.version()).kv("threads", serving->dp->threads());
 
   for (;;) {
     int sig = 0;
@@ -1065,8 +1070,13 @@ int health(const Args& a) {
     std::fprintf(stderr, "hsp-gateway: unhealthy: %s\n", r.errors().front().message.c_str());
     return 1;
   }
-  if (r->status != 200) {
-    std::fprintf(stderr, "hsp-gateway: unhealthy: %d %s", r->status, r->body.c_str());
+  // A 200 from something else on that port (a site, say) is not a healthy gateway.
+  auto j = nlohmann::json::parse(r->body, nullptr, false);
+  bool serving = r->status == 200 && j.is_object() && j.value("status", "") == "serving";
+  if (!serving) {
+    std::string first = r->body.substr(0, r->body.find('\n')).substr(0, 200);
+    std::fprintf(stderr, "hsp-gateway: unhealthy: %s answered %d: %s\n", addr.c_str(), r->status,
+                 first.c_str());
     return 1;
   }
   std::fwrite(r->body.data(), 1, r->body.size(), stdout);

@@ -505,8 +505,11 @@ class DeploySwarm(DockerTest):
         return self.d.docker("image", "inspect", "--format", "{{.Id}}", ref).strip()
 
     def install(self, stack_file):
+        # As a user runs it (as root, DOCKER unset): `docker` found on PATH, with the directory
+        # of Debian's client first (a newer client may be installed elsewhere on a dev machine).
         env = self.d.env()
-        env["DOCKER"] = dockerd.DOCKER_CLI
+        env.pop("DOCKER", None)
+        env["PATH"] = os.path.dirname(dockerd.DOCKER_CLI) + os.pathsep + env.get("PATH", "")
         rc, out, err = harness.run_cmd([os.path.join(DEPLOY, "install.sh"), "--stack",
                                         stack_file, "--name", STACK, "--image",
                                         self.image_id(IMAGE), "--resolve-image", "never"],
