@@ -79,13 +79,22 @@ bool Controller::push_and_wait(milliseconds wait) {
   std::unique_lock lock(mu_);
   dirty_ = wake_ = true;
   uint64_t mine = ++requested_;
+  // Every worker tries once more from now on, also one that failed this version before (its
+  // server may be back) and whose next round would otherwise wait for the interval.
+  ++kick_;
+  std::map<std::string, uint64_t> tries;
+  for (const auto& [target, w] : workers_) tries[target] = w->tries;
   cv_.notify_all();
   auto until = std::chrono::steady_clock::now() + wait;
   auto settled = [&] {
     if (stop_) return true;
     if (rebuilt_ < mine) return false;
-    for (const auto& [target, w] : workers_)
-      if (w->attempted < state_.version) return false;
+    for (const auto& [target, w] : workers_) {
+      if (w->attempted == state_.version && w->has == state_.version) continue;
+      auto it = tries.find(target);
+      if (w->attempted < state_.version || (it != tries.end() && w->tries <= it->second))
+        return false;
+    }
     return true;
   };
   if (!cv_.wait_until(lock, until, settled) || stop_ || workers_.empty() || sealed_.empty())
@@ -215,17 +224,22 @@ void Controller::work(Worker& w) {
     if (!sealed_.empty()) {
       uint64_t version = state_.version;
       std::string sealed = sealed_;
+      uint64_t kick = kick_;
       lock.unlock();
       uint64_t has = sync_one(w.target, version, sealed);
       lock.lock();
       w.attempted = version;
       w.has = has;
+      w.kicked = kick;
+      ++w.tries;
       cv_.notify_all();
     }
-    // The next interval, or at once when a new version is made.
+    // The next interval, or at once when a new version is made or push_and_wait asks.
     uint64_t tried = w.attempted;
-    cv_.wait_for(lock, options_.check_interval,
-                 [&] { return stop_ || w.stop || (!sealed_.empty() && state_.version != tried); });
+    cv_.wait_for(lock, options_.check_interval, [&] {
+      return stop_ || w.stop ||
+             (!sealed_.empty() && (state_.version != tried || kick_ != w.kicked));
+    });
   }
 }
 

@@ -81,6 +81,8 @@ class Controller {
     std::string target;
     uint64_t attempted = 0;  // the version last tried on it (taken or failed)
     uint64_t has = 0;        // the version it said it has after that try (0: unknown)
+    uint64_t tries = 0;      // attempts finished
+    uint64_t kicked = 0;     // the kick_ its last attempt answered
     bool stop = false;
     std::thread thread;
   };
@@ -107,6 +109,7 @@ class Controller {
   std::string sealed_;      // the current version, sealed; empty: nothing to push yet
   uint64_t requested_ = 0;  // rebuilds asked for by push_and_wait
   uint64_t rebuilt_ = 0;    // and done
+  uint64_t kick_ = 0;       // push_and_wait: every worker tries again now
   std::map<std::string, std::unique_ptr<Worker>> workers_;
   std::map<std::string, std::string> error_;  // server -> the last failure, logged on change
   std::thread thread_;

@@ -828,14 +828,17 @@ int run_server(const Args& a, const docker::Options& opts) {
     log_errors("listen_failed", errs);
     return 1;
   }
-  auto listening = log::info("server_listening");
-  listening.kv("admin", listen);
-  if (ao.allowed.empty()) {
-    listening.kv("allowed", "any");  // only the secret keeps pushes out
-  } else {
-    listening.kv("allowed", ao.allowed);
+  {
+    // A line is written when it goes out of scope: this block's end.
+    auto line = log::info("server_listening");
+    line.kv("admin", listen);
+    if (ao.allowed.empty()) {
+      line.kv("allowed", "any");  // only the secret keeps pushes out
+    } else {
+      line.kv("allowed", ao.allowed);
+    }
+    line.kv("version", receiver.version()).kv("threads", serving->dp->threads());
   }
-  listening.kv("version", receiver.version()).kv("threads", serving->dp->threads());
 
   for (;;) {
     int sig = 0;

@@ -131,9 +131,10 @@ class AdaptDocker(DockerTest):
                 self.assertEqual(rc, 2, "%s %s: rc %d\n%s" % (args, env, rc, err))
                 self.assertIn(name.lower().replace("_", "-").replace("caddy-docker-", ""),
                               err.lower().replace("_", "-"))
+        # Controller mode without its secret and servers: a start error naming what to set.
         rc, out, err = self.adapt(["--mode", "controller"])
-        self.assertNotEqual(rc, 0)
-        self.assertIn("not supported", err)
+        self.assertEqual(rc, 2, err)
+        self.assertIn("needs HSP_PUSH_SECRET_FILE", err)
 
 
 if __name__ == "__main__":
