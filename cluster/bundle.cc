@@ -121,23 +121,22 @@ void walk(const std::string& root, const std::string& rel, std::vector<BundleFil
   }
 }
 
-json state_json(const std::string& data_dir, const std::string& name, Errors& errs, bool& exists) {
-  exists = false;
+// The state file <data>/cluster/<name>: nullopt when there is none; an Error naming the file
+// when it is damaged or lacks an unsigned 'version' or a string `text_field`.
+Result<std::optional<json>> read_state(const std::string& data_dir, const std::string& name,
+                                       const char* text_field) {
   std::string path = data_dir + "/cluster/" + name;
   auto text = tls::read_file_if_exists(path, kFileLimit * 64 + 4096);
-  if (!text) {
-    errs.push_back(text.errors().front());
-    return {};
-  }
-  if (!*text) return {};
-  exists = true;
-  if (nests_deeper(**text, kMaxDepth)) {
-    errs.push_back(Error{{path, 0, 0}, "JSON nested too deep"});
-    return {};
-  }
+  if (!text) return text.errors();
+  if (!*text) return std::optional<json>();
+  if (nests_deeper(**text, kMaxDepth)) return Error{{path, 0, 0}, "JSON nested too deep"};
   json j = json::parse(**text, nullptr, false);
-  if (!j.is_object()) errs.push_back(Error{{path, 0, 0}, "not a JSON object"});
-  return j;
+  if (!j.is_object()) return Error{{path, 0, 0}, "not a JSON object"};
+  if (!j.contains("version") || !j["version"].is_number_unsigned() || !j.contains(text_field) ||
+      !j[text_field].is_string()) {
+    return Error{{path, 0, 0}, std::string("needs 'version' and '") + text_field + "'"};
+  }
+  return std::optional<json>(std::move(j));
 }
 
 }  // namespace
@@ -223,14 +222,14 @@ Result<size_t> apply_files(const std::string& data_dir, const std::vector<Bundle
     if (!wrote) return wrote.errors();
     ++changed;
   }
-  // Challenge answers are the controller's whole set: one it no longer has is finished.
-  auto have = collect_files(data_dir);
-  if (have) {
-    for (const auto& f : *have) {
-      if (f.path.rfind(kChallenges, 0) != 0 || pushed.count(f.path)) continue;
-      if (through_symlink(data_dir, f.path)) continue;
-      if (::unlink((data_dir + "/" + f.path).c_str()) == 0) ++changed;
-    }
+  // Challenge answers are the controller's whole set: one it no longer has is finished. Only
+  // that tree is read (the certificates were compared above).
+  std::vector<BundleFile> answers;
+  Errors unreadable;
+  walk(data_dir, std::string(kChallenges), answers, unreadable, 0);
+  for (const auto& f : answers) {
+    if (pushed.count(f.path) || through_symlink(data_dir, f.path)) continue;
+    if (::unlink((data_dir + "/" + f.path).c_str()) == 0) ++changed;
   }
   return changed;
 }
@@ -266,20 +265,14 @@ Result<bool> save_server_state(const std::string& data_dir, const ServerState& s
 }
 
 Result<std::optional<ServerState>> load_server_state(const std::string& data_dir) {
-  Errors errs;
-  bool exists = false;
-  json j = state_json(data_dir, "server.json", errs, exists);
-  if (!errs.empty()) return errs;
-  if (!exists) return std::optional<ServerState>();
-  if (!j.contains("version") || !j["version"].is_number_unsigned() || !j.contains("caddyfile") ||
-      !j["caddyfile"].is_string()) {
-    return Error{{data_dir + "/cluster/server.json", 0, 0}, "needs 'version' and 'caddyfile'"};
-  }
+  auto j = read_state(data_dir, "server.json", "caddyfile");
+  if (!j) return j.errors();
+  if (!*j) return std::optional<ServerState>();
   ServerState s;
-  s.version = j["version"].get<uint64_t>();
-  s.caddyfile = j["caddyfile"].get<std::string>();
-  if (j.contains("controller") && j["controller"].is_string())
-    s.controller = j["controller"].get<std::string>();
+  s.version = (**j)["version"].get<uint64_t>();
+  s.caddyfile = (**j)["caddyfile"].get<std::string>();
+  if (auto c = (**j).find("controller"); c != (**j).end() && c->is_string())
+    s.controller = c->get<std::string>();
   return std::optional<ServerState>(std::move(s));
 }
 
@@ -289,17 +282,11 @@ Result<bool> save_controller_state(const std::string& data_dir, const Controller
 }
 
 Result<std::optional<ControllerState>> load_controller_state(const std::string& data_dir) {
-  Errors errs;
-  bool exists = false;
-  json j = state_json(data_dir, "controller.json", errs, exists);
-  if (!errs.empty()) return errs;
-  if (!exists) return std::optional<ControllerState>();
-  if (!j.contains("version") || !j["version"].is_number_unsigned() || !j.contains("digest") ||
-      !j["digest"].is_string()) {
-    return Error{{data_dir + "/cluster/controller.json", 0, 0}, "needs 'version' and 'digest'"};
-  }
+  auto j = read_state(data_dir, "controller.json", "digest");
+  if (!j) return j.errors();
+  if (!*j) return std::optional<ControllerState>();
   return std::optional<ControllerState>(
-      ControllerState{j["version"].get<uint64_t>(), j["digest"].get<std::string>()});
+      ControllerState{(**j)["version"].get<uint64_t>(), (**j)["digest"].get<std::string>()});
 }
 
 }  // namespace hsp::cluster

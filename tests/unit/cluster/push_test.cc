@@ -137,6 +137,32 @@ TEST(ClusterBundle, CollectAndApplyFiles) {
   EXPECT_EQ(read_text(victim.path() + "/keep.me"), "precious");
 }
 
+TEST(ClusterBundle, SavedStatesRoundTripAndDamagedOnesAreErrorsNamingTheFile) {
+  TempDir d;
+  EXPECT_FALSE(*load_server_state(d.path()));  // none yet
+  ASSERT_TRUE(save_server_state(d.path(), {7, "mgr", "a {\n}\n"}));
+  auto s = load_server_state(d.path());
+  ASSERT_TRUE(s && *s);
+  EXPECT_EQ((*s)->version, 7u);
+  EXPECT_EQ((*s)->controller, "mgr");
+  EXPECT_EQ((*s)->caddyfile, "a {\n}\n");
+  ASSERT_TRUE(save_controller_state(d.path(), {9, "abc"}));
+  EXPECT_EQ((*load_controller_state(d.path()))->digest, "abc");
+
+  const std::string file = d.path() + "/cluster/server.json";
+  auto damaged = [&](const std::string& text) {
+    write_text(file, text);
+    auto r = load_server_state(d.path());
+    return r ? std::string("loaded") : r.errors().front().str();
+  };
+  EXPECT_EQ(damaged("{\"version\": 1"), file + ": not a JSON object");
+  EXPECT_EQ(damaged("{\"version\": -1, \"caddyfile\": \"\"}"),
+            file + ": needs 'version' and 'caddyfile'");
+  EXPECT_EQ(damaged(std::string(100, '[')), file + ": JSON nested too deep");
+  // A controller of the wrong type is not worth refusing the saved config for.
+  EXPECT_EQ(damaged("{\"version\": 1, \"caddyfile\": \"\", \"controller\": 5}"), "loaded");
+}
+
 // One server: a receiver behind an AdminServer on a loopback port, applying into a data dir.
 struct TestServer {
   explicit TestServer(const std::string& secret, const std::string& listen = "127.0.0.1:0")
